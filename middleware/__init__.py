@@ -1,0 +1,3 @@
+"""The asgikit middleware."""
+
+__all__: list[str] = []
