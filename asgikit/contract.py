@@ -313,7 +313,7 @@ class _Exchange:
         if parent is not None:
             parent.children.append(self)
         self.running = True
-        self.scope_before = _freeze(dict(scope)) if isinstance(scope, Mapping) else None
+        self.scope_before = _freeze_scope(scope) if isinstance(scope, Mapping) else {}
         self.extensions: Mapping[str, Any] = {}
         self.task = _current_task()
         self.cancelling_at_entry = _cancelling()
@@ -333,6 +333,7 @@ class _Exchange:
         self.sent_failed_message = False
         self.sent_messages: list[tuple[Message, Any]] = []
         self.passthrough: deque[tuple[str, Any]] = deque()
+        self.rewritable: dict[str, Message] = {}
         # server side
         self.body_done = False
         self.disconnected = False
@@ -343,7 +344,7 @@ class _Exchange:
 
     # ---- reporting -------------------------------------------------------------------
 
-    def side_for(self, side: Literal["app", "server"]) -> Side:
+    def side_for(self, side: Side) -> Side:
         if side == "server" and self.parent is not None:
             return "middleware"
         if side == "app" and self.children:
@@ -353,13 +354,19 @@ class _Exchange:
     def fail(
         self,
         rule: str,
-        side: Literal["app", "server"],
+        side: Side,
         detail: str,
         message: Mapping[str, Any] | None = None,
+        *,
+        warning: bool = False,
     ) -> None:
-        """Report a broken rule: raise for E rules (and W when strict), else warn."""
+        """Report a broken rule: raise for E rules (and W when strict), else warn.
+
+        ``warning`` marks the W part of an E rule (CONTRACT.md's "W:" clauses).
+        """
         violation = ContractViolation(rule, self.side_for(side), detail, message)
-        if RULES[rule].severity == "W" and not self.enforcer.strict:
+        strict = self.enforcer.strict or (self.parent is not None and self.parent.enforcer.strict)
+        if (warning or RULES[rule].severity == "W") and not strict:
             warnings.warn(ContractWarning(violation), stacklevel=4)
             return
         if self.violation is None:
@@ -369,7 +376,7 @@ class _Exchange:
     def fail_now(
         self,
         rule: str,
-        side: Literal["app", "server"],
+        side: Side,
         detail: str,
         message: Mapping[str, Any] | None = None,
     ) -> NoReturn:
@@ -464,9 +471,7 @@ class _Exchange:
     def _check_parent_scope_untouched(self) -> None:
         parent = self.parent
         assert parent is not None
-        if parent.scope_before is None:  # pragma: no cover - parent scope was invalid
-            return
-        now = _freeze(dict(parent.scope))
+        now = _freeze_scope(parent.scope)
         if now != parent.scope_before:
             changed = sorted(
                 key
@@ -632,12 +637,31 @@ class _Exchange:
             self.passthrough.append((kind, _freeze(message)))
         if self.children and kind not in _CORE_SEND_TYPES:
             self._match_passthrough(message)
+        if kind in _STANDARD_KEYS:
+            if self.parent is not None:
+                self.rewritable[kind] = message
+            if self.children:
+                self._check_unknown_keys_kept(message, kind)
         if self.type == "http":
             self._send_http(message, kind)
         elif self.type == "websocket":
             self._send_ws(message, kind)
         elif self.type == "lifespan":
             self._send_lifespan(message, kind)
+
+    def _check_unknown_keys_kept(self, message: Message, kind: str) -> None:
+        original = self.children[-1].rewritable.get(kind)
+        if original is None:
+            return  # the middleware sent it on its own
+        lost = sorted(set(original) - _STANDARD_KEYS[kind] - set(message))
+        if lost:
+            self.fail_now(
+                "M3",
+                "app",
+                f"the app's {kind!r} carried {', '.join(map(repr, lost))}, lost when the "
+                "middleware rewrote it; copy the message ({**message, ...})",
+                message,
+            )
 
     def _match_passthrough(self, message: Message) -> None:
         kind = message["type"]
@@ -655,7 +679,8 @@ class _Exchange:
             self.fail_now(
                 rule,
                 "app",
-                f"{kind!r} overtook an earlier {head_kind!r}: messages must keep their order",
+                f"{kind!r} arrived while the app's earlier {head_kind!r} was dropped or held "
+                "back: messages must be forwarded in order",
                 message,
             )
 
@@ -857,6 +882,7 @@ class _Exchange:
                 "app",
                 f"subprotocol {subprotocol!r} was not offered by the client ({offered!r})",
                 message,
+                warning=True,
             )
         return _WS.OPEN
 
@@ -921,6 +947,10 @@ class _Exchange:
         if self.violation is not None:
             raise self.violation  # the app swallowed a violation raised inside it
         self._check_kept_messages()
+        cancelled = anyio.get_cancelled_exc_class()
+        seen = self.cancel_seen or any(isinstance(c.raised, cancelled) for c in self.children)
+        if seen and await _still_cancelled(self.cancelling_at_entry):
+            self.fail_now("E2", "app", "a cancellation was swallowed: the app returned normally")
         self._check_children_after_return()
         if self.type == "http":
             gone = self.disconnected or self.send_failed
@@ -932,15 +962,13 @@ class _Exchange:
                     "app",
                     f"the app returned without completing the response ({self.http.value})",
                 )
-        if self.cancel_seen and await _still_cancelled(self.cancelling_at_entry):
-            self.fail_now("E2", "app", "a cancellation was swallowed: the app returned normally")
 
     def _check_children_after_return(self) -> None:
         inner = self.enforcer.inner
         if inner is not None and not self.children and self.type not in ("http", "websocket"):
             self.fail_now(
                 "S1",
-                "app",
+                "middleware",
                 f"the {self.type!r} scope never reached the wrapped app: pass it through",
             )
         for child in self.children:
@@ -972,6 +1000,9 @@ class _Exchange:
         self.raised = exc
         if isinstance(exc, ContractViolation):
             return
+        found = _find_violation(exc)
+        if found is not None:
+            raise found from exc  # surfaced from the task group that wrapped it
         if self.violation is not None:
             raise self.violation from exc
         cancelled = anyio.get_cancelled_exc_class()
@@ -1002,10 +1033,21 @@ class _Exchange:
                 )
         if self.type == "lifespan":
             for child in self.children:
-                if child.raised is None and child.sent_failed_message:
+                if child.sent_failed_message:
                     self.fail_now(
                         "L1", "app", "the middleware turned the app's failed message into an error"
                     )
+
+
+def _find_violation(exc: BaseException) -> ContractViolation | None:
+    if isinstance(exc, ContractViolation):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_violation(inner)
+            if found is not None:
+                return found
+    return None
 
 
 async def _still_cancelled(cancelling_at_entry: int) -> bool:
@@ -1041,6 +1083,13 @@ def _check_one_of_bytes_text(
     if text is not None and not isinstance(text, str):
         exchange.fail_now("W3", side, "text is not a str", message)
 
+
+# The keys the spec defines for the messages a middleware commonly rewrites (M3).
+_STANDARD_KEYS: dict[str, frozenset[str]] = {
+    "http.response.start": frozenset({"type", "status", "headers", "trailers"}),
+    "websocket.accept": frozenset({"type", "subprotocol", "headers"}),
+    "websocket.http.response.start": frozenset({"type", "status", "headers"}),
+}
 
 _HTTP_TYPES = frozenset(
     {
@@ -1117,6 +1166,12 @@ def _freeze(value: Any, depth: int = 0) -> Any:
     if isinstance(value, bytearray):
         return bytes(value)
     return value
+
+
+def _freeze_scope(scope: Mapping[str, Any]) -> dict[str, Any]:
+    # state is shared by design (writes at start-up are meant to be seen), so its
+    # contents are not the middleware's to keep; only its identity is (S6).
+    return {k: id(v) if k == "state" else _freeze(v) for k, v in scope.items()}
 
 
 def _value_problem(message: Mapping[Any, Any], skip: str | None) -> str | None:

@@ -438,10 +438,10 @@ class WebSocketSession:
     @property
     def sent(self) -> list[str | bytes]:
         """The data frames the app sent (text or bytes), in order."""
-        frames: list[str | bytes] = []
-        for m in self._of_type("websocket.send"):
-            frames.append(m["text"] if m.get("text") is not None else m["bytes"])
-        return frames
+        return [
+            m["text"] if m.get("text") is not None else m["bytes"]
+            for m in self._of_type("websocket.send")
+        ]
 
     @property
     def denial(self) -> Response | None:
@@ -449,7 +449,9 @@ class WebSocketSession:
         denial = [m for m in self.messages if m.get("type", "").startswith("websocket.http.")]
         if not denial:
             return None
-        renamed = [{**m, "type": m["type"].replace("websocket.", "", 1)} for m in denial]
+        renamed: list[Message] = [
+            {**m, "type": m["type"].replace("websocket.", "", 1)} for m in denial
+        ]
         return Response(scope=self.scope, messages=renamed)
 
 
@@ -561,9 +563,13 @@ async def lifespan(
         session.messages.append(message)
         await answers.send(message)
 
+    app_errors: list[Exception] = []
+
     async def run_app() -> None:
         try:
             await app(scope, receive, send)
+        except Exception as exc:  # handed to the test by step(), not via the task group
+            app_errors.append(exc)
         finally:
             answers.close()
 
@@ -572,16 +578,27 @@ async def lifespan(
         try:
             answer = await answer_stream.receive()
         except anyio.EndOfStream:
+            if app_errors:
+                raise app_errors[0] from None
             raise LifespanFailed(f"the app returned without answering lifespan.{event}") from None
         if answer.get("type") == f"lifespan.{event}.failed":
             raise LifespanFailed(answer.get("message", ""))
 
     with to_app, from_driver, answers, answer_stream:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run_app)
-            await step("startup")
-            yield session
-            await step("shutdown")
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_app)
+                await step("startup")
+                yield session
+                await step("shutdown")
+        except BaseExceptionGroup as group:
+            # The task group wraps what the app raised; hand the test the error itself.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from group
+            raise
+
+        if app_errors:  # the app raised after it answered the shutdown
+            raise app_errors[0]
 
 
 async def run_lifespan(app: ASGIApp, *, state: dict[str, Any] | None = None) -> LifespanSession:

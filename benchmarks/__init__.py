@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: asgikit against the libraries users would pick instead."""
