@@ -981,13 +981,11 @@ class _Exchange:
             if child.raised is None:
                 continue
             if isinstance(child.raised, ContractViolation):
-                continue
+                raise child.raised  # the middleware swallowed it; it still counts
             if child.send_failed and isinstance(child.raised, OSError):
                 continue  # ending quietly after the client went away is allowed (H7)
             if isinstance(child.raised, anyio.get_cancelled_exc_class()):
                 continue  # E2 is judged by whether this task is still being cancelled
-            if self.type == "lifespan" and self.sent_failed_message:
-                continue  # reported as L1 when the failed message was sent
             if not self.enforcer.answers_errors:
                 self.fail_now(
                     "E1",
@@ -1005,6 +1003,10 @@ class _Exchange:
             raise found from exc  # surfaced from the task group that wrapped it
         if self.violation is not None:
             raise self.violation from exc
+        if self.type == "lifespan" and any(c.sent_failed_message for c in self.children):
+            self.fail_now(
+                "L1", "app", "the middleware turned the app's failed message into an error"
+            )
         cancelled = anyio.get_cancelled_exc_class()
         if isinstance(exc, cancelled):
             self.cancel_seen = True
@@ -1012,18 +1014,18 @@ class _Exchange:
             raised = child.raised
             if raised is None or raised is exc or isinstance(raised, ContractViolation):
                 continue
-            if isinstance(raised, cancelled) and not isinstance(exc, cancelled):
-                if await _still_cancelled(self.cancelling_at_entry):
+            if isinstance(raised, cancelled):
+                if not isinstance(exc, cancelled) and await _still_cancelled(
+                    self.cancelling_at_entry
+                ):
                     self.fail_now(
                         "E2",
                         "app",
                         f"the app was cancelled, but {type(exc).__name__} came out instead",
                     )
                 continue
-            if isinstance(raised, cancelled) or (child.send_failed and isinstance(raised, OSError)):
+            if child.send_failed and isinstance(raised, OSError):
                 continue
-            if self.type == "lifespan" and child.sent_failed_message:
-                self.fail_now("L1", "app", "the middleware turned a failed message into an error")
             if not self.enforcer.answers_errors:
                 self.fail_now(
                     "E1",
@@ -1031,12 +1033,6 @@ class _Exchange:
                     f"the app raised {type(raised).__name__}, but {type(exc).__name__} "
                     "came out: exceptions must propagate unchanged",
                 )
-        if self.type == "lifespan":
-            for child in self.children:
-                if child.sent_failed_message:
-                    self.fail_now(
-                        "L1", "app", "the middleware turned the app's failed message into an error"
-                    )
 
 
 def _find_violation(exc: BaseException) -> ContractViolation | None:

@@ -1175,3 +1175,235 @@ def test_enforce_is_importable_from_an_installed_layout() -> None:
 
     assert os.path.basename(asgikit.contract.__file__) == "contract.py"
     assert callable(asgikit.testing.request)
+
+
+# ---- field checks, table-driven ----------------------------------------------------------
+
+PUSH = {"type": "http.response.push", "path": "/a.css", "headers": []}
+
+
+@pytest.mark.parametrize(
+    ("messages", "rule"),
+    [
+        ([START, {"type": "http.response.zerocopysend", "file": "name"}], "M2"),
+        ([START, {"type": "http.response.zerocopysend", "file": None, "count": "4"}], "M2"),
+        ([START, {**PUSH, "path": b"/a.css"}], "M2"),
+        ([START, {**PUSH, "headers": [(b"A", b"1")]}], "M2"),
+        ([{"type": "http.response.early_hint", "links": ["</a>"]}], "M2"),
+        (
+            [{**START, "trailers": True}, BODY, {"type": "http.response.trailers", "headers": 1}],
+            "M2",
+        ),
+        (
+            [
+                {**START, "trailers": True},
+                BODY,
+                {"type": "http.response.trailers", "headers": [], "more_trailers": "no"},
+            ],
+            "M2",
+        ),
+        ([START, BODY, {"type": "x.late"}], "H3"),
+    ],
+)
+async def test_http_message_fields(messages: list[Message], rule: str) -> None:
+    app = app_sending(*messages)
+    error = await violation(request(enforce(app), extensions=ALL_HTTP_EXTENSIONS))
+    assert (error.rule, error.side) == (rule, "app")
+
+
+async def test_zerocopysend_more_body_type(tmp_path: Any) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    with open(path, "rb") as handle:  # noqa: ASYNC230 - a tiny local file
+        app = app_sending(
+            START, {"type": "http.response.zerocopysend", "file": handle, "more_body": 1}
+        )
+        error = await violation(request(enforce(app), extensions=ALL_HTTP_EXTENSIONS))
+    assert error.rule == "M2"
+
+
+DENIAL = {"type": "websocket.http.response.start", "status": 403, "headers": []}
+
+
+@pytest.mark.parametrize(
+    ("messages", "rule"),
+    [
+        ([{"type": "websocket.close", "code": "1000"}], "M2"),
+        ([{"type": "websocket.close", "reason": 1}], "M2"),
+        ([{**DENIAL, "status": 42}], "W1"),
+        ([{**DENIAL, "headers": [(b"X", b"1")]}], "W1"),
+        ([DENIAL, {"type": "websocket.http.response.body", "body": "no"}], "M2"),
+        ([DENIAL, {"type": "websocket.http.response.body", "more_body": "no"}], "M2"),
+        ([DENIAL, {"type": "websocket.send", "text": "x"}], "W1"),
+        ([{"type": "websocket.close"}, {"type": "x.late"}], "W4"),
+    ],
+)
+async def test_websocket_message_fields(messages: list[Message], rule: str) -> None:
+    app = app_sending(*messages)
+    error = await violation(websocket(enforce(app), extensions={"websocket.http.response": {}}))
+    assert (error.rule, error.side) == (rule, "app")
+
+
+async def test_unknown_messages_pass_before_the_end() -> None:
+    app = app_sending({"type": "x.before"}, START, {"type": "x.during"}, BODY)
+    assert (await request(sandwich(Passthrough, app))).message_types[0] == "x.before"
+    ws_app = app_sending(
+        {"type": "websocket.accept"}, {"type": "x.ws"}, {"type": "websocket.close"}
+    )
+    assert (await websocket(sandwich(Passthrough, ws_app))).accepted
+    life = app_sending({"type": "x.life"})
+
+    async def lifespan_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await life(scope, receive, send)
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    session = await run_lifespan(sandwich(Passthrough, lifespan_app))
+    assert session.messages[0] == {"type": "x.life"}
+
+
+async def test_middleware_may_send_unknown_messages_of_its_own() -> None:
+    async def extra(message: Message, send: Send) -> None:
+        if message["type"] == "http.response.body":
+            await send({"type": "x.from-middleware"})
+        await send(message)
+
+    response = await request(sandwich(lambda a: SendHook(a, extra), hello))
+    assert "x.from-middleware" in response.message_types
+
+
+async def test_websocket_scope_subprotocols_type() -> None:
+    app = app_sending({"type": "websocket.close"})
+    from asgikit.testing import websocket_scope
+
+    scope = websocket_scope()
+    scope["subprotocols"] = "chat"
+    assert (await violation(websocket(enforce(app), scope=scope))).rule == "S3"
+
+
+def scripted_receive(*messages: Message) -> Receive:
+    queue = list(messages)
+
+    async def receive() -> Message:
+        return queue.pop(0)
+
+    return receive
+
+
+async def drain(scope: Scope, receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [{"type": "lifespan.startup"}, {"type": "lifespan.startup"}],
+        [{"type": "lifespan.shutdown"}],
+        [
+            {"type": "lifespan.startup"},
+            {"type": "lifespan.shutdown"},
+            {"type": "lifespan.shutdown"},
+        ],
+        [{"type": "lifespan.wakeup"}],
+    ],
+)
+async def test_lifespan_server_side_order(events: list[Message]) -> None:
+    scope = {"type": "lifespan"}
+    error = await violation(enforce(drain)(scope, scripted_receive(*events), _null_send))
+    assert (error.rule, error.side) == ("L1", "server")
+
+
+async def _null_send(message: Message) -> None:
+    pass
+
+
+async def test_lifespan_failed_message_type() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": b"bytes"})
+
+    assert (await violation(run_lifespan(enforce(app)))).rule == "M2"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "websocket.disconnect", "code": "1000"},
+        {"type": "websocket.http.request"},
+        {"type": "websocket.receive", "text": "a", "bytes": b"a"},
+    ],
+)
+async def test_websocket_server_side_messages(message: Message) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+
+    scope = {"type": "websocket", "path": "/", "query_string": b"", "headers": []}
+    receive = scripted_receive({"type": "websocket.connect"}, message)
+    error = await violation(enforce(app)(scope, receive, _null_send))
+    assert error.side == "server" and error.rule in ("M2", "W1", "W3")
+
+
+async def test_violation_swallowed_by_a_middleware_still_surfaces() -> None:
+    class SwallowsAll(Passthrough):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            try:
+                await self.app(scope, receive, send)
+            except Exception:
+                await send({"type": "http.response.start", "status": 500, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+
+    bad = app_sending(BODY)  # body before start: H2 in the inner checker
+    error = await violation(request(sandwich(SwallowsAll, bad, answers_errors=True)))
+    assert (error.rule, error.side) == ("H2", "app")
+
+
+async def test_violation_swallowed_by_the_app_wins_over_its_later_exception() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        with contextlib.suppress(ContractViolation):
+            await send(dict(BODY))
+        raise ValueError("later")
+
+    error = await violation(request(enforce(app)))
+    assert error.rule == "H2"
+    assert isinstance(error.__cause__, ValueError)  # the later error is kept, chained
+
+
+async def test_e2_middleware_turning_cancellation_into_another_error() -> None:
+    class Converts(Passthrough):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            try:
+                await self.app(scope, receive, send)
+            except anyio.get_cancelled_exc_class():
+                raise RuntimeError("cancelled") from None
+
+    with pytest.raises(ContractViolation) as info:
+        with anyio.move_on_after(0.05):
+            await request(sandwich(Converts, sleeper))
+    assert (info.value.rule, info.value.side) == ("E2", "middleware")
+
+
+async def test_child_checkers_link_only_to_a_running_parent_of_the_same_type() -> None:
+    inner = enforce(hello)
+
+    class SubRequest(Passthrough):
+        # A middleware that answers a websocket with an http sub-request to the app: the
+        # http checker must not take the websocket exchange for its parent.
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "websocket":
+                await receive()
+                sub = await request(self.app)
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.send", "bytes": sub.body})
+                await send({"type": "websocket.close"})
+                return
+            await self.app(scope, receive, send)
+
+    session = await websocket(enforce(SubRequest(inner)))
+    assert session.sent == [b"hello"]
