@@ -454,7 +454,7 @@ class _Exchange:
         if any(name[:1] == b":" for name, _ in scope.get("headers", ())):
             self.fail("S4", "server", "scope headers contain a pseudo-header", view)
         if any(name != name.lower() for name, _ in scope.get("headers", ())):
-            self.fail("S4", "server", "scope header names are not lowercase", view)
+            self.fail("S4", "server", "scope header names are not lowercase", view, warning=True)
         client = scope.get("client")
         if client is not None and not _is_address(client, port_optional=False):
             self.fail("S5", "server", f"client {client!r} is not (str, int)", view)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import anyio
+import anyio.lowlevel
 
 from asgikit.types import ASGIApp, Message, Scope
 
@@ -88,6 +89,35 @@ def _encode_headers(headers: HeadersArg) -> list[tuple[bytes, bytes]]:
     return encoded
 
 
+# What clients send unescaped in a path and a query (RFC 3986 pchar / query).
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?%"
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
+def _host_header(server: tuple[str, int | None] | None, scheme: str) -> bytes:
+    if not server:
+        return b"testserver"
+    host, port = server
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return host.encode("idna")
+    return f"{host}:{port}".encode("idna")
+
+
+def _ends_response(message: Message, trailers_announced: bool) -> bool:
+    """Does *message* complete an http response whose start announced trailers or not?"""
+    kind = message.get("type")
+    if kind == "http.response.trailers":
+        return not message.get("more_trailers", False)
+    if trailers_announced:
+        return False
+    if kind == "http.response.pathsend":
+        return True
+    return kind in ("http.response.body", "http.response.zerocopysend") and not message.get(
+        "more_body", False
+    )
+
+
 def _connection_scope(
     scope_type: str,
     path: str,
@@ -102,16 +132,15 @@ def _connection_scope(
     path, _, query = path.partition("?")
     raw_headers = _encode_headers(headers)
     if not any(name == b"host" for name, _ in raw_headers):
-        host = server[0] if server else "testserver"
-        raw_headers.insert(0, (b"host", host.encode("latin-1")))
+        raw_headers.insert(0, (b"host", _host_header(server, scheme)))
     scope: Scope = {
         "type": scope_type,
         "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": "1.1",
         "scheme": scheme,
         "path": path,
-        "raw_path": quote(path).encode("ascii"),
-        "query_string": query.encode("latin-1"),
+        "raw_path": quote(path, safe=_PATH_SAFE).encode("ascii"),
+        "query_string": quote(query, safe=_QUERY_SAFE).encode("ascii"),
         "root_path": root_path,
         "headers": raw_headers,
         "client": client,
@@ -228,15 +257,14 @@ class Response:
 
     @property
     def complete(self) -> bool:
-        """Whether the response ended: a final body, a pathsend or a final zerocopysend."""
+        """Whether the response ended: its body (a final body, pathsend or zerocopysend)
+        and, when the start announced trailers, the last trailers message."""
+        trailers = False
         for message in self.messages:
-            kind = message.get("type")
-            if kind == "http.response.pathsend":
+            if _ends_response(message, trailers):
                 return True
-            if kind in ("http.response.body", "http.response.zerocopysend") and not message.get(
-                "more_body", False
-            ):
-                return True
+            if message.get("type") == "http.response.start":
+                trailers = bool(message.get("trailers", False))
         return False
 
     @property
@@ -339,10 +367,15 @@ async def request(
     Returns:
         The recorded ``Response``.
     """
+    if disconnect_after is not None and disconnect_after < 1:
+        raise ValueError("disconnect_after counts sent messages: it must be 1 or more")
     if scope is None:
         scope = http_scope(method, path, headers=headers, extensions=extensions, **scope_extra)
     script: list[bytes | Disconnect] = [body] if isinstance(body, bytes) else list(body)
+    if not script:
+        script = [b""]
     response = Response(scope=scope)
+    trailers_announced = False
     gone = anyio.Event()
     ended = anyio.Event()
     position = 0
@@ -387,10 +420,13 @@ async def request(
             if send_after_disconnect == "raise":
                 raise ClientDisconnected("the client disconnected")
             return
+        nonlocal trailers_announced
         response.messages.append(message)
         if disconnect_after is not None and len(response.messages) >= disconnect_after:
             finish_disconnect()
-        if response.complete:
+        if message.get("type") == "http.response.start":
+            trailers_announced = bool(message.get("trailers", False))
+        elif _ends_response(message, trailers_announced):
             ended.set()
 
     try:
@@ -504,7 +540,9 @@ async def websocket(
                 message = {"type": "websocket.receive", key: item}
             else:
                 item = script[position] if position < len(script) else DISCONNECT
-                position = len(script)
+                if isinstance(item, Disconnect):
+                    script[position:] = [item]  # later receives repeat the same close
+                position = len(script) - 1 if script else 0
                 code = item.code if isinstance(item, Disconnect) else 1000
                 message = {"type": "websocket.disconnect", "code": code}
         session.received.append(message)
@@ -575,12 +613,15 @@ async def lifespan(
 
     async def step(event: str) -> None:
         await to_app.send({"type": f"lifespan.{event}"})
+        answer: Message | None
         try:
             answer = await answer_stream.receive()
         except anyio.EndOfStream:
+            answer = None
+        if answer is None:  # raised outside the except block: the app's chain stays intact
             if app_errors:
-                raise app_errors[0] from None
-            raise LifespanFailed(f"the app returned without answering lifespan.{event}") from None
+                raise app_errors[0]
+            raise LifespanFailed(f"the app returned without answering lifespan.{event}")
         if answer.get("type") == f"lifespan.{event}.failed":
             raise LifespanFailed(answer.get("message", ""))
 
@@ -593,9 +634,13 @@ async def lifespan(
                 await step("shutdown")
         except BaseExceptionGroup as group:
             # The task group wraps what the app raised; hand the test the error itself.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from group
-            raise
+            if len(group.exceptions) != 1:
+                raise
+            error: BaseException | None = group.exceptions[0]
+        else:
+            error = None
+        if error is not None:
+            raise error
 
         if app_errors:  # the app raised after it answered the shutdown
             raise app_errors[0]

@@ -317,7 +317,6 @@ async def test_s3_missing_path() -> None:
     [
         [("host", b"x")],
         [(b":authority", b"x")],
-        [(b"Host", b"x")],
         [(b"a", b"b", b"c")],
         "host: x",
     ],
@@ -328,12 +327,22 @@ async def test_s4_scope_headers(headers: Any) -> None:
     assert (await violation(request(enforce(hello), scope=scope))).rule == "S4"
 
 
+async def test_s4_uppercase_scope_header_names_warn() -> None:
+    scope = http_scope()
+    scope["headers"] = [(b"Host", b"x")]
+    with pytest.warns(ContractWarning, match=r"\[S4\].*lowercase"):
+        await request(enforce(hello), scope=scope)
+    assert (await violation(request(enforce(hello, strict=True), scope=scope))).rule == "S4"
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [("client", ("1.2.3.4", "80")), ("client", ("1.2.3.4", None)), ("server", "host:80")],
 )
 async def test_s5_addresses(key: str, value: Any) -> None:
-    assert (await violation(request(enforce(hello), scope=http_scope(**{key: value})))).rule == "S5"
+    scope = http_scope()
+    scope[key] = value
+    assert (await violation(request(enforce(hello), scope=scope))).rule == "S5"
 
 
 async def test_s5_unix_socket_server_and_list_addresses_are_fine() -> None:
