@@ -9,7 +9,7 @@ from asgikit.testing import lifespan, request, websocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
-import hello  # noqa: E402
+import hello
 
 pytestmark = pytest.mark.anyio
 
