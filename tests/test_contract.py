@@ -1416,3 +1416,85 @@ async def test_child_checkers_link_only_to_a_running_parent_of_the_same_type() -
 
     session = await websocket(enforce(SubRequest(inner)))
     assert session.sent == [b"hello"]
+
+
+# ---- remaining edges ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[1, math.nan], {"nested": object()}, "deep"],
+)
+async def test_m1_bad_values_nested_in_lists_and_dicts(extra: Any) -> None:
+    if extra == "deep":
+        extra = [1]
+        for _ in range(20):
+            extra = [extra]
+    app = app_sending({**START, "extra": extra}, BODY)
+    assert (await violation(request(enforce(app)))).rule == "M1"
+
+
+async def test_m1_byte_buffers_are_valid_values() -> None:
+    app = app_sending(START, {"type": "http.response.body", "body": bytearray(b"buf")})
+    response = await request(sandwich(Passthrough, app))
+    assert response.body == b"buf"
+
+
+async def test_zerocopysend_offset_must_be_an_int(tmp_path: Any) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    with open(path, "rb") as handle:  # noqa: ASYNC230 - a tiny local file
+        zerocopy = {"type": "http.response.zerocopysend", "file": handle, "offset": "0"}
+        app = app_sending(START, zerocopy)
+        error = await violation(request(enforce(app), extensions=ALL_HTTP_EXTENSIONS))
+    assert error.rule == "M2" and "offset" in error.detail
+
+
+async def test_s5_client_host_must_be_a_str() -> None:
+    scope = http_scope()
+    scope["client"] = (127, 1)
+    assert (await violation(request(enforce(hello), scope=scope))).rule == "S5"
+
+
+async def test_h5_unparsable_content_length_warns_once() -> None:
+    app = app_sending({**START, "headers": [(b"content-length", b"five")]}, BODY)
+    with pytest.warns(ContractWarning, match=r"\[H5\].*not one number"):
+        await request(enforce(app))
+
+
+async def test_e2_app_swallowing_cancellation_raised_in_send() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(dict(START))
+        while True:
+            try:
+                await send({"type": "http.response.body", "body": b"x", "more_body": True})
+            except anyio.get_cancelled_exc_class():
+                return  # gives up quietly instead of letting the cancellation through
+
+    with pytest.raises(ContractViolation) as info:
+        with anyio.move_on_after(0.05):
+            await request(enforce(app))
+    assert (info.value.rule, info.value.side) == ("E2", "app")
+
+
+async def test_middleware_replacing_a_disconnect_error_is_tolerated() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(dict(START))
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+
+    class Relabels(Passthrough):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            try:
+                await self.app(scope, receive, send)
+            except OSError as exc:
+                raise ConnectionResetError("client went away") from exc
+
+    with pytest.raises(ConnectionResetError):
+        await request(sandwich(Relabels, app), disconnect_after=1)
+
+
+async def test_deep_stacks_without_a_nested_checker_are_checked_from_outside() -> None:
+    app: ASGIApp = hello
+    for _ in range(20):
+        app = Passthrough(app)
+    assert (await request(enforce(app, strict=True))).status == 200
