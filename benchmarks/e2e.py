@@ -272,6 +272,9 @@ def _serve(case: Case, port: int, app_dir: str, pin: Sequence[str]) -> Iterator[
         "--log-level",
         "warning",
         "--no-access-log",
+        # uvicorn's own X-Forwarded-For handling would run in every case and blur the
+        # proxy-headers comparison; the cases bring whatever middleware they measure.
+        "--no-proxy-headers",
         "--workers",
         "1",
         "--app-dir",

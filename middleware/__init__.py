@@ -1,3 +1,6 @@
-"""The asgikit middleware."""
+"""The asgikit middleware, each a pure ASGI callable class."""
 
-__all__: list[str] = []
+from asgikit.middleware.proxy_headers import ProxyHeadersMiddleware
+from asgikit.middleware.request_id import RequestIDMiddleware
+
+__all__ = ["ProxyHeadersMiddleware", "RequestIDMiddleware"]

@@ -1,0 +1,207 @@
+"""RequestIDMiddleware: one id per request, in the scope, the logs and the response."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+from structlog.contextvars import bind_contextvars, reset_contextvars
+
+from asgikit.headers import get_header
+from asgikit.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = [
+    "REJECTED_SCOPE_KEY",
+    "SCOPE_KEY",
+    "RequestIDMiddleware",
+    "default_validator",
+    "uuid7_hex",
+]
+
+SCOPE_KEY = "asgikit.request_id"
+"""The scope key holding the request id (a str)."""
+
+REJECTED_SCOPE_KEY = "asgikit.request_id.rejected"
+"""The scope key holding an incoming id that failed validation, truncated and escaped."""
+
+_CLEAR_VERSION_VARIANT = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_SET_VERSION_7_VARIANT = (0x7 << 76) | (0x2 << 62)
+_urandom = os.urandom
+_time_ns = time.time_ns
+_from_bytes = int.from_bytes
+
+
+def uuid7_hex() -> str:
+    """A UUID version 7 (RFC 9562) as 32 hex digits: time-ordered, 74 random bits.
+
+    Sorting ids sorts requests by start time (to the millisecond), which makes log
+    searches and database indexes friendlier than with UUID4, and it is about twice as
+    fast as ``uuid.uuid4().hex``.
+    """
+    millis = _time_ns() // 1_000_000
+    value = (millis << 80 | _from_bytes(_urandom(10))) & _CLEAR_VERSION_VARIANT
+    return f"{value | _SET_VERSION_7_VARIANT:032x}"
+
+
+# Letters, digits and - _ . : + / = : enough for UUIDs (with dashes), ULIDs, nginx's
+# $request_id, AWS trace ids and base64 ids; nothing that can break a log line or header.
+_ID_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:+/="
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+").fullmatch
+
+
+def default_validator(value: bytes) -> bool:
+    """Accept 1-128 characters from ``A-Z a-z 0-9 - _ . : + / =``."""
+    # Deleting every allowed byte leaves nothing: faster than a regex full match.
+    return 0 < len(value) <= 128 and not value.translate(None, _ID_CHARS)
+
+
+def _is_safe_id(value: object) -> bool:
+    if not isinstance(value, str) or not value.isascii():
+        return False
+    return default_validator(value.encode("ascii"))
+
+
+def _escape(value: bytes, limit: int = 64) -> str:
+    """A safe, printable, bounded rendering of a rejected header value."""
+    text = value[:limit].decode("latin-1").encode("unicode_escape").decode("ascii")
+    return text + "..." if len(value) > limit else text
+
+
+def _structlog_var(key: str) -> ContextVar[Any]:
+    """The ContextVar structlog itself keeps for *key*, found through its public API.
+
+    Setting it directly is what ``bind_contextvars`` does, minus the per-call keyword
+    dict and lookups; ``merge_contextvars`` and ``get_contextvars`` see it as usual.
+    """
+    tokens = bind_contextvars(**{key: None})
+    reset_contextvars(**tokens)
+    return tokens[key].var
+
+
+def _spec_at_least_2_1(scope: Scope) -> bool:
+    spec = scope.get("asgi", {}).get("spec_version", "2.0")
+    try:
+        major, minor = (int(part) for part in str(spec).split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (2, 1)
+
+
+class RequestIDMiddleware:
+    """Give every http request and websocket connection an id.
+
+    Args:
+        app: The ASGI app to wrap.
+        header_name: The request and response header carrying the id.
+        trust_incoming: Accept an id the client (or a proxy) sent, if it is valid.
+        generator: Makes a new id; ``uuid7_hex`` by default.
+        validator: Judges an incoming id (raw header bytes); ``default_validator``
+            by default.
+        response_header: Echo the id in the response (and in ``websocket.accept`` when
+            the server supports accept headers, ASGI spec 2.1+).
+        log_key: The structlog contextvar the id is bound to for the request, or None
+            to bind nothing.
+    """
+
+    __slots__ = (
+        "_header",
+        "_log_var",
+        "app",
+        "generator",
+        "log_key",
+        "response_header",
+        "trust_incoming",
+        "validator",
+    )
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        header_name: str = "x-request-id",
+        trust_incoming: bool = True,
+        generator: Callable[[], str] = uuid7_hex,
+        validator: Callable[[bytes], bool] = default_validator,
+        response_header: bool = True,
+        log_key: str | None = "request_id",
+    ) -> None:
+        if not isinstance(header_name, str) or not _TOKEN(header_name.lower()):
+            raise ValueError(f"header_name {header_name!r} is not a valid header field name")
+        if not callable(generator):
+            raise TypeError("generator must be a callable returning a str")
+        if not callable(validator):
+            raise TypeError("validator must be a callable taking bytes and returning a bool")
+        if log_key is not None and not log_key.isidentifier():
+            raise ValueError(f"log_key {log_key!r} is not a valid identifier")
+        self.app = app
+        self._header = header_name.lower().encode("ascii")
+        self.trust_incoming = trust_incoming
+        self.generator = generator
+        self.validator = validator
+        self.response_header = response_header
+        self.log_key = log_key
+        self._log_var = _structlog_var(log_key) if log_key is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if scope_type != "http" and scope_type != "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = None
+        rejected = None
+        if self.trust_incoming:
+            incoming = get_header(scope.get("headers", ()), self._header)
+            if incoming is not None:
+                validator = self.validator
+                if validator is default_validator:  # inlined: one call less per request
+                    valid = 0 < len(incoming) <= 128 and not incoming.translate(None, _ID_CHARS)
+                else:
+                    valid = validator(incoming)
+                if valid:
+                    request_id = incoming.decode("ascii")
+                else:
+                    rejected = _escape(incoming)
+        if request_id is None:
+            request_id = self.generator()
+            if self.generator is not uuid7_hex and not _is_safe_id(request_id):
+                # A custom generator must not smuggle CR/LF into a header or a log line.
+                request_id = uuid7_hex()
+        scope = {**scope, SCOPE_KEY: request_id}
+        if rejected is not None:
+            scope[REJECTED_SCOPE_KEY] = rejected
+
+        if self.response_header:
+            start_type = "http.response.start"
+            if scope_type == "websocket":
+                start_type = "websocket.accept" if _spec_at_least_2_1(scope) else ""
+            header = self._header
+            echoed = (header, request_id.encode("ascii"))
+            downstream = send
+
+            # A plain function returning the downstream awaitable is a valid ASGI send
+            # and saves a coroutine frame on every message.
+            def send_with_id(message: Message) -> Awaitable[None]:
+                if message["type"] == start_type:
+                    headers = message.get("headers", ())
+                    for name, _ in headers:
+                        if name == header:
+                            break  # the app's own id wins
+                    else:
+                        message = {**message, "headers": [*headers, echoed]}
+                return downstream(message)
+
+            send = send_with_id
+        log_var = self._log_var
+        if log_var is None:
+            await self.app(scope, receive, send)
+            return
+        token = log_var.set(request_id)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            log_var.reset(token)
