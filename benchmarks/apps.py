@@ -34,5 +34,6 @@ asgikit_request_id = RequestIDMiddleware(bare_app)
 
 # Proxy headers (run uvicorn with --no-proxy-headers and send X-Forwarded-For with
 # `--header`): wrk connects from 127.0.0.1, the default trusted proxy of both.
-uvicorn_proxy_headers = UvicornProxyHeaders(bare_app, trusted_hosts="127.0.0.1")
+# uvicorn annotates apps with asgiref's TypedDicts, which plain ASGI callables do not match.
+uvicorn_proxy_headers = UvicornProxyHeaders(bare_app, trusted_hosts="127.0.0.1")  # type: ignore[arg-type]
 asgikit_proxy_headers = ProxyHeadersMiddleware(bare_app)
