@@ -21,6 +21,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from socket import inet_aton
 from typing import Final, NamedTuple, TypeAlias
 
+from asgikit._options import string_list
+
 __all__ = [
     "MAX_BYTES",
     "MAX_HOPS",
@@ -111,14 +113,7 @@ class TrustedProxies:
             ValueError: An entry is neither an IP address, a network, ``"unix"`` nor
                 ``"*"``; the message names it.
         """
-        if isinstance(entries, str):
-            items = [item.strip() for item in entries.split(",") if item.strip()]
-        else:
-            items = []
-            for entry in entries:
-                if not isinstance(entry, str):
-                    raise TypeError(f"trusted_proxies entries must be str, not {entry!r}")
-                items.append(entry.strip())
+        items = string_list(entries, "trusted_proxies")
         everyone = unix = False
         addresses: set[IPAddress] = set()
         networks: list[IPv4Network | IPv6Network] = []

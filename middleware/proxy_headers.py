@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Final
 
+from asgikit._options import string_list
 from asgikit.headers import get_header, set_header
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
@@ -293,15 +294,7 @@ def _host(value: bytes | None, forwarded_port: int | None) -> _Host | None:
 
 
 def _families(headers: str | Iterable[str]) -> frozenset[str]:
-    if isinstance(headers, str):
-        items = [item.strip() for item in headers.split(",")]
-    else:
-        items = []
-        for item in headers:
-            if not isinstance(item, str):
-                raise TypeError(f"headers entries must be str, not {item!r}")
-            items.append(item.strip())
-    families = frozenset(item.lower() for item in items)
+    families = frozenset(item.lower() for item in string_list(headers, "headers"))
     unknown = sorted(families - set(FAMILIES))
     if unknown:
         raise ValueError(f"headers: unknown header family {unknown[0]!r}; use {FAMILIES}")

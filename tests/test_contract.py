@@ -708,18 +708,21 @@ async def test_h5_conflicting_content_lengths() -> None:
     assert (await violation(request(enforce(app, strict=True)))).rule == "H5"
 
 
+class ErrorPage(Passthrough):
+    """Turns a RuntimeError into a 500 page: fine before a start reached the server."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except RuntimeError:
+            await send({"type": "http.response.start", "status": 500, "headers": []})
+            await send({"type": "http.response.body", "body": b"error"})
+
+
 async def test_h6_middleware_answering_after_the_response_started() -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send(dict(START))
         raise RuntimeError("late failure")
-
-    class ErrorPage(Passthrough):
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            try:
-                await self.app(scope, receive, send)
-            except RuntimeError:
-                await send({"type": "http.response.start", "status": 500, "headers": []})
-                await send({"type": "http.response.body", "body": b"error"})
 
     error = await violation(request(sandwich(ErrorPage, app, answers_errors=True)))
     assert (error.rule, error.side) == ("H6", "middleware")
@@ -728,14 +731,6 @@ async def test_h6_middleware_answering_after_the_response_started() -> None:
 async def test_h6_answering_before_any_start_is_fine() -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         raise RuntimeError("early failure")
-
-    class ErrorPage(Passthrough):
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            try:
-                await self.app(scope, receive, send)
-            except RuntimeError:
-                await send({"type": "http.response.start", "status": 500, "headers": []})
-                await send({"type": "http.response.body", "body": b"error"})
 
     response = await request(sandwich(ErrorPage, app, answers_errors=True))
     assert response.status == 500
