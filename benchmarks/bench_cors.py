@@ -1,0 +1,129 @@
+"""CORSMiddleware beside Starlette's CORSMiddleware, the one users pick for the job.
+
+python -m benchmarks.bench_cors [--rounds 15] [--min-time 0.05]
+
+Both middleware get equivalent options: a list of two allowed origins, GET and PUT, one
+custom request header, one exposed header, credentials allowed (the usual SPA set-up);
+and, for the allow-all rows, ``allow_origins=["*"]`` without credentials. Four requests:
+
+* no ``Origin`` (not a CORS request): only ``Vary: Origin`` is added, or, with the
+  allow-all policy, nothing at all;
+* a simple CORS request (GET with an allowed ``Origin``);
+* a preflight (OPTIONS with ``Origin``, ``Access-Control-Request-Method: PUT`` and a
+  custom header), answered by the middleware without calling the app.
+
+Besides the ratio to Starlette, the added per-request cost over the bare app is compared:
+(ours - bare) / (Starlette - bare), and printed in µs for the no-Origin rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from starlette.middleware.cors import CORSMiddleware as StarletteCORSMiddleware
+
+from asgikit.middleware.cors import CORSMiddleware
+from asgikit.types import ASGIApp
+from benchmarks.harness import Request, Result, bare_app, report, run_asgi
+
+__all__ = ["main"]
+
+ANCHOR = "Starlette CORSMiddleware"
+OURS = "asgikit CORSMiddleware"
+BARE = "bare app"
+
+ORIGIN = b"https://app.example.com"
+SPA_OPTIONS: dict[str, object] = {
+    "allow_origins": ["https://app.example.com", "https://admin.example.com"],
+    "allow_methods": ["GET", "PUT"],
+    "allow_headers": ["X-Custom"],
+    "allow_credentials": True,
+    "expose_headers": ["X-Total-Count"],
+}
+ALLOW_ALL_OPTIONS: dict[str, object] = {"allow_origins": ["*"]}
+
+
+def _headers(*extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"host", b"api.example.com"),
+        (b"user-agent", b"asgikit-benchmarks/1"),
+        (b"accept", b"*/*"),
+        (b"accept-encoding", b"gzip, deflate, br, zstd"),
+        *extra,
+    ]
+
+
+SCENARIOS: dict[str, tuple[dict[str, object], Request]] = {
+    "no Origin (not a CORS request), origin list": (SPA_OPTIONS, Request(headers=_headers())),
+    "no Origin (not a CORS request), allow-all policy": (
+        ALLOW_ALL_OPTIONS,
+        Request(headers=_headers()),
+    ),
+    "simple CORS request (GET, allowed Origin), origin list": (
+        SPA_OPTIONS,
+        Request(headers=_headers((b"origin", ORIGIN))),
+    ),
+    "simple CORS request (GET, any Origin), allow-all policy": (
+        ALLOW_ALL_OPTIONS,
+        Request(headers=_headers((b"origin", ORIGIN))),
+    ),
+    "preflight (OPTIONS, PUT + X-Custom, allowed Origin), origin list": (
+        SPA_OPTIONS,
+        Request(
+            method="OPTIONS",
+            headers=_headers(
+                (b"origin", ORIGIN),
+                (b"access-control-request-method", b"PUT"),
+                (b"access-control-request-headers", b"x-custom"),
+            ),
+        ),
+    ),
+}
+
+
+def apps(options: dict[str, object]) -> dict[str, ASGIApp]:
+    """The bare app, and the bare app under Starlette's and asgikit's middleware."""
+    return {
+        BARE: bare_app,
+        ANCHOR: StarletteCORSMiddleware(bare_app, **options),  # type: ignore[arg-type]
+        OURS: CORSMiddleware(bare_app, **options),  # type: ignore[arg-type]
+    }
+
+
+def added_cost(results: Sequence[Result]) -> float:
+    """Our added per-request cost over the bare app, relative to Starlette's."""
+    by_case = {r.case: r.median_us for r in results}
+    bare = by_case[BARE]
+    return (by_case[OURS] - bare) / (by_case[ANCHOR] - bare)
+
+
+def added_us(results: Sequence[Result]) -> float:
+    """Our added per-request time over the bare app, in µs."""
+    by_case = {r.case: r.median_us for r in results}
+    return by_case[OURS] - by_case[BARE]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_cors")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--min-time", type=float, default=0.05)
+    args = parser.parse_args(argv)
+    for title, (options, scenario) in SCENARIOS.items():
+        results = run_asgi(
+            apps(options),
+            baseline=ANCHOR,
+            request=scenario,
+            rounds=args.rounds,
+            min_time=args.min_time,
+        )
+        print(report(results, f"CORS, {title}"))
+        print(
+            f"Added per-request cost over the bare app: {added_us(results):+.3f} µs; "
+            f"vs {ANCHOR}'s: {added_cost(results):.2f}x\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

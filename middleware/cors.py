@@ -1,0 +1,280 @@
+"""CORSMiddleware: the Fetch standard's CORS protocol, with Starlette's option names."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import Any, Final
+
+import structlog
+
+from asgikit.headers import add_vary, get_all, get_header
+from asgikit.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._cors_policy import POLICY_OPTIONS, Header, Policy, select_policy
+
+__all__ = ["CORSMiddleware"]
+
+_ORIGIN: Final = b"origin"
+_ACRM: Final = b"access-control-request-method"
+_ACRH: Final = b"access-control-request-headers"
+_ACRPN: Final = b"access-control-request-private-network"
+_VARY_ORIGIN: Final = b"Origin"
+# The response headers this middleware decides on a CORS request: an app's own values are
+# dropped, so a response never carries two (browsers reject that) or one the policy denies.
+_OWNED: Final = frozenset(
+    {
+        b"access-control-allow-origin",
+        b"access-control-allow-credentials",
+        b"access-control-expose-headers",
+    }
+)
+_WS_DENIAL_BODY: Final = b"WebSocket connection denied: origin not allowed"
+_WS_DENIAL_HEADERS: Final = (
+    (b"content-type", b"text/plain; charset=utf-8"),
+    (b"content-length", b"%d" % len(_WS_DENIAL_BODY)),
+)
+_VARY: Final = b"vary"
+_ADDED_VARY: Final = (_VARY, b"Origin")
+_SPECIAL: Final = _OWNED | {_VARY}
+_CACHEABLE_VARY_BYTES: Final = 256
+
+
+@functools.lru_cache(maxsize=256)
+def _vary_with_origin(value: bytes) -> bytes:
+    """One ``Vary`` value with ``Origin`` merged in (apps send few distinct values)."""
+    return add_vary(((_VARY, value),), _VARY_ORIGIN)[0][1]
+
+
+def _merge_vary(headers: list[Header]) -> list[Header]:
+    """``headers`` (a new list we own) with ``Vary: Origin`` merged, in place."""
+    index = -1
+    for i, (name, value) in enumerate(headers):
+        if name == _VARY:
+            if index >= 0 or len(value) > _CACHEABLE_VARY_BYTES:  # repeated or unusual
+                return add_vary(headers, _VARY_ORIGIN)
+            index = i
+    if index < 0:
+        headers.append(_ADDED_VARY)
+    else:
+        headers[index] = (_VARY, _vary_with_origin(headers[index][1]))
+    return headers
+
+
+def _with_vary(headers: Iterable[Header]) -> list[Header]:
+    """A new header list: the app's, with ``Vary: Origin`` merged."""
+    result = [*headers]
+    for name, _ in result:
+        if name == _VARY:
+            return _merge_vary(result)
+    result.append(_ADDED_VARY)
+    return result
+
+
+def _with_cors(headers: Iterable[Header], extra: tuple[Header, ...], vary: bool) -> list[Header]:
+    """A new header list: the app's without the fields we own, ours, and ``Vary``."""
+    result = [*headers]
+    for name, _ in result:
+        if name in _SPECIAL:
+            break
+    else:  # the usual response: nothing to drop, no Vary to merge
+        result.extend(extra)
+        if vary:
+            result.append(_ADDED_VARY)
+        return result
+    result = [field for field in result if field[0] not in _OWNED]
+    result.extend(extra)
+    return _merge_vary(result) if vary else result
+
+
+class CORSMiddleware:
+    """Answer CORS preflights and add CORS headers to responses, per the Fetch standard.
+
+    Option names and defaults are Starlette's, so switching is a one-line change; what
+    differs, and why, is in ``docs/cors.md``.
+
+    Args:
+        app: The ASGI app to wrap.
+        allow_origins: Origins allowed to read responses (``scheme://host[:port]``,
+            ``scheme://*.host`` for any subdomain, ``null``, or ``*`` for all); a
+            comma-separated str or an iterable of str.
+        allow_origin_regex: A regular expression an origin must match in full.
+        allow_methods: Methods a preflight may ask for; ``*`` for the common ones (and,
+            without credentials, any).
+        allow_headers: Request headers a preflight may ask for (case-insensitive); ``*``
+            allows whatever is asked. The CORS-safelisted four are always allowed.
+        allow_credentials: Let browsers send cookies and read credentialed responses.
+        expose_headers: Response headers scripts may read.
+        max_age: Seconds browsers may cache a preflight answer.
+        allow_private_network: Answer Private Network Access preflights.
+        allow_any_origin_with_credentials: Deliberately let every origin read
+            credentialed responses (needed for ``*`` or ``report_only`` with credentials);
+            the origin is reflected, never ``*``.
+        check_websocket_origin: Deny websocket handshakes from origins not allowed (403).
+        report_only: Deny nothing; log what would be denied (``cors.would_deny``).
+        policies: Per-path policies: mappings with a ``path`` prefix and any of the
+            options above; the longest matching prefix wins, the options above apply
+            elsewhere. A policy's unspecified options take their defaults.
+
+    Raises:
+        ValueError: An option has a bad value.
+        TypeError: An option has the wrong type.
+    """
+
+    __slots__ = ("_all_public", "_check_websockets", "_default", "_logger", "_select", "app")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        allow_origins: str | Iterable[str] = (),
+        allow_origin_regex: str | None = None,
+        allow_methods: str | Iterable[str] = ("GET",),
+        allow_headers: str | Iterable[str] = (),
+        allow_credentials: bool = False,
+        expose_headers: str | Iterable[str] = (),
+        max_age: int = 600,
+        allow_private_network: bool = False,
+        allow_any_origin_with_credentials: bool = False,
+        check_websocket_origin: bool = False,
+        report_only: bool = False,
+        policies: Iterable[Mapping[str, Any]] = (),
+    ) -> None:
+        self.app = app
+        self._default = Policy(
+            allow_origins=allow_origins,
+            allow_origin_regex=allow_origin_regex,
+            allow_methods=allow_methods,
+            allow_headers=allow_headers,
+            allow_credentials=allow_credentials,
+            expose_headers=expose_headers,
+            max_age=max_age,
+            allow_private_network=allow_private_network,
+            allow_any_origin_with_credentials=allow_any_origin_with_credentials,
+            check_websocket_origin=check_websocket_origin,
+            report_only=report_only,
+        )
+        prefixes = _path_policies(policies)
+        self._select = select_policy(prefixes, self._default) if prefixes else None
+        every = [self._default, *(policy for _, _, policy in prefixes)]
+        self._check_websockets = any(policy.check_websocket_origin for policy in every)
+        self._all_public = all(policy.public for policy in every)
+        self._logger = structlog.get_logger("asgikit.cors")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "websocket" and self._check_websockets:
+                return await self._websocket(scope, receive, send)
+            return await self.app(scope, receive, send)
+        headers = scope["headers"]
+        origin = get_header(headers, _ORIGIN)
+        if origin is None and self._all_public:  # not a CORS request, nothing varies
+            return await self.app(scope, receive, send)
+        select = self._select
+        policy = self._default if select is None else select(scope["path"])
+        if origin is None:
+            if policy.public:
+                return await self.app(scope, receive, send)
+            downstream = send
+
+            # A plain function returning the downstream awaitable is a valid ASGI send
+            # and saves a coroutine frame on every message.
+            def send_with_vary(message: Message) -> Awaitable[None]:
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": _with_vary(message.get("headers", ()))}
+                return downstream(message)
+
+            return await self.app(scope, receive, send_with_vary)
+
+        if scope["method"] == "OPTIONS":
+            method = get_header(headers, _ACRM)
+            if method is not None:
+                return await self._preflight(scope, send, policy, origin, method)
+
+        extra, denied = policy.actual(origin)
+        if denied and policy.report_only:
+            self._report("request", scope, origin, "origin not allowed")
+        vary = not policy.public
+        downstream = send
+
+        def send_with_cors(message: Message) -> Awaitable[None]:
+            if message["type"] == "http.response.start":
+                cors_headers = _with_cors(message.get("headers", ()), extra, vary)
+                message = {**message, "headers": cors_headers}
+            return downstream(message)
+
+        return await self.app(scope, receive, send_with_cors)
+
+    async def _preflight(
+        self, scope: Scope, send: Send, policy: Policy, origin: bytes, method: bytes
+    ) -> None:
+        headers = scope["headers"]
+        fields = get_all(headers, _ACRH)
+        requested = b",".join(fields) if fields else None
+        private_network = get_header(headers, _ACRPN) == b"true"
+        answer = policy.preflight(origin, method, requested, private_network)
+        if answer.denied is not None and policy.report_only:
+            self._report("preflight", scope, origin, answer.denied)
+        await send(
+            {"type": "http.response.start", "status": answer.status, "headers": [*answer.headers]}
+        )
+        await send({"type": "http.response.body", "body": answer.body})
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        policy = self._default if self._select is None else self._select(scope["path"])
+        origin = get_header(scope.get("headers", ()), _ORIGIN)
+        # No Origin: not a browser, so no cross-site hijacking to prevent.
+        if not policy.check_websocket_origin or origin is None or not policy.actual(origin)[1]:
+            await self.app(scope, receive, send)
+            return
+        if policy.report_only:
+            self._report("websocket", scope, origin, "origin not allowed")
+            await self.app(scope, receive, send)
+            return
+        message = await receive()
+        if message["type"] != "websocket.connect":  # the client is already gone
+            return
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            start = {"type": "websocket.http.response.start", "status": 403}
+            await send({**start, "headers": [*_WS_DENIAL_HEADERS]})
+            await send({"type": "websocket.http.response.body", "body": _WS_DENIAL_BODY})
+        else:  # closing before accepting: the server answers 403
+            await send({"type": "websocket.close", "code": 1008})
+
+    def _report(self, kind: str, scope: Scope, origin: bytes, reason: str) -> None:
+        self._logger.warning(
+            "cors.would_deny",
+            kind=kind,
+            origin=origin.decode("latin-1"),
+            path=scope.get("path"),
+            reason=reason,
+        )
+
+
+def _path_policies(policies: object) -> tuple[tuple[str, str, Policy], ...]:
+    """Validate ``policies``; ``(prefix, prefix + "/", policy)`` sorted longest first."""
+    if isinstance(policies, (str, bytes, Mapping)) or not isinstance(policies, Iterable):
+        raise TypeError(f"policies must be a list of mappings, not {policies!r}")
+    found: dict[str, Policy] = {}
+    for index, entry in enumerate(policies):
+        where = f"policies[{index}]: "
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"{where}a policy must be a mapping, not {entry!r}")
+        options = dict(entry)
+        path = options.pop("path", None)
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(f"{where}'path' must be a str starting with '/', not {path!r}")
+        for key in options:
+            if key not in POLICY_OPTIONS:
+                close = difflib.get_close_matches(str(key), POLICY_OPTIONS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                known = ", ".join(sorted(POLICY_OPTIONS))
+                raise ValueError(f"{where}unknown option {key!r}{hint}; known: path, {known}")
+        prefix = path.rstrip("/")
+        if prefix in found:
+            raise ValueError(f"{where}path {path!r} repeats another policy's path")
+        found[prefix] = Policy(**options, where=where)
+    ordered = sorted(found.items(), key=lambda item: len(item[0]), reverse=True)
+    return tuple((prefix, prefix + "/", policy) for prefix, policy in ordered)
