@@ -1,9 +1,15 @@
 """asgikit: observability and middleware toolkit for ASGI stacks."""
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from asgikit.contract import ContractViolation, ContractWarning, enforce
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from asgikit.config import app_from_env, build, load_config
+    from asgikit.pipeline import Pipeline
 
 try:
     __version__ = version("asgikit")
@@ -15,9 +21,31 @@ __all__ = [
     "ContractViolation",
     "ContractWarning",
     "Message",
+    "Pipeline",
     "Receive",
     "Scope",
     "Send",
     "__version__",
+    "app_from_env",
+    "build",
     "enforce",
+    "load_config",
 ]
+
+# The config machinery (msgspec, the registry) loads on first use, so that importing
+# asgikit for the contract checker or the middleware stays cheap.
+_LAZY = {
+    "Pipeline": "asgikit.pipeline",
+    "app_from_env": "asgikit.config",
+    "build": "asgikit.config",
+    "load_config": "asgikit.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asgikit' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

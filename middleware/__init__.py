@@ -1,12 +1,16 @@
 """The asgikit middleware, each a pure ASGI callable class."""
 
+from asgikit.middleware.access_log import AccessLogMiddleware
+from asgikit.middleware.compression import CompressionMiddleware
 from asgikit.middleware.cors import CORSMiddleware
 from asgikit.middleware.proxy_headers import ProxyHeadersMiddleware
 from asgikit.middleware.request_id import RequestIDMiddleware
 from asgikit.middleware.timeout import ResponseTimeout, TimeoutMiddleware
 
 __all__ = [
+    "AccessLogMiddleware",
     "CORSMiddleware",
+    "CompressionMiddleware",
     "ProxyHeadersMiddleware",
     "RequestIDMiddleware",
     "ResponseTimeout",

@@ -6,12 +6,9 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
-from typing import Any
-
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from asgikit.headers import get_header
+from asgikit.logging import structlog_contextvar
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -69,17 +66,6 @@ def _escape(value: bytes, limit: int = 64) -> str:
     """A safe, printable, bounded rendering of a rejected header value."""
     text = value[:limit].decode("latin-1").encode("unicode_escape").decode("ascii")
     return text + "..." if len(value) > limit else text
-
-
-def _structlog_var(key: str) -> ContextVar[Any]:
-    """The ContextVar structlog itself keeps for *key*, found through its public API.
-
-    Setting it directly is what ``bind_contextvars`` does, minus the per-call keyword
-    dict and lookups; ``merge_contextvars`` and ``get_contextvars`` see it as usual.
-    """
-    tokens = bind_contextvars(**{key: None})
-    reset_contextvars(**tokens)
-    return tokens[key].var
 
 
 def _spec_at_least_2_1(scope: Scope) -> bool:
@@ -144,7 +130,7 @@ class RequestIDMiddleware:
         self.validator = validator
         self.response_header = response_header
         self.log_key = log_key
-        self._log_var = _structlog_var(log_key) if log_key is not None else None
+        self._log_var = structlog_contextvar(log_key) if log_key is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]

@@ -1,0 +1,199 @@
+"""A list of middleware, outermost first, wrapped around an app; and the ordering rules.
+
+``Pipeline([...]).wrap(app)`` builds the onion: the first middleware listed is the
+outermost, the one the server calls. ``ORDER_RULES`` says, as data, which pairs lose
+something when the inner one ends up outside the other, and what they lose; both the
+code path (``Pipeline.wrap`` warns) and ``asgikit check`` read it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from asgikit.registry import Registry
+from asgikit.types import ASGIApp
+
+__all__ = [
+    "CANONICAL_ORDER",
+    "ORDER_RULES",
+    "Layer",
+    "OrderProblem",
+    "Pipeline",
+    "PipelineWarning",
+    "Spec",
+    "order_problems",
+]
+
+CANONICAL_ORDER: Final = (
+    "proxy_headers",
+    "request_id",
+    "access_log",
+    "tracing",
+    "cors",
+    "rate_limit",
+    "timeout",
+    "compression",
+)
+"""The built-ins, outermost first, as DESIGN.md orders them."""
+
+ORDER_RULES: Final[tuple[tuple[str, str, str], ...]] = (
+    # (belongs outside, belongs inside, what is lost when the second is outside the first)
+    ("proxy_headers", "access_log", "access logs show the proxy's address, not the client's"),
+    ("proxy_headers", "tracing", "spans record the proxy's address and scheme, not the client's"),
+    ("proxy_headers", "rate_limit", "every client behind the proxy shares the proxy's limit"),
+    ("request_id", "access_log", "access log lines carry no request id"),
+    ("request_id", "tracing", "spans carry no request id"),
+    ("access_log", "cors", "CORS rejections and preflight answers are not logged"),
+    ("access_log", "rate_limit", "429 responses are not logged"),
+    ("access_log", "timeout", "504 responses are not logged, and the time limit covers logging"),
+    ("access_log", "compression", "the bytes logged are not the bytes sent"),
+    ("tracing", "cors", "CORS rejections and preflight answers get no span"),
+    ("tracing", "rate_limit", "429 responses get no span"),
+    ("tracing", "timeout", "504 responses get no span, and the time limit covers tracing"),
+    ("tracing", "compression", "the body sizes traced are not the bytes sent"),
+    ("cors", "rate_limit", "429 responses carry no CORS headers: browsers cannot read them"),
+    ("cors", "timeout", "504 responses carry no CORS headers: browsers cannot read them"),
+    ("rate_limit", "compression", "requests over the limit still cost compression work"),
+)
+"""Departures from ``CANONICAL_ORDER`` that lose something, and what they lose."""
+
+
+class PipelineWarning(UserWarning):
+    """A pipeline that works but loses something: see the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderProblem:
+    """``inner`` (an index) is listed outside ``outer``, losing what ``message`` says."""
+
+    inner: int
+    outer: int
+    message: str
+
+
+def order_problems(names: Sequence[str | None]) -> list[OrderProblem]:
+    """The departures from the canonical order in ``names`` (outermost first).
+
+    Args:
+        names: The built-in name of each middleware, or None for others.
+    """
+    problems = []
+    for outer_name, inner_name, loss in ORDER_RULES:
+        for inner, name in enumerate(names):
+            if name != inner_name:
+                continue
+            outer = next((i for i in range(inner + 1, len(names)) if names[i] == outer_name), None)
+            if outer is not None:
+                problems.append(
+                    OrderProblem(inner, outer, f"{inner_name} is outside {outer_name}: {loss}")
+                )
+    problems.sort(key=lambda problem: (problem.inner, problem.outer))
+    return problems
+
+
+Factory = Callable[..., Any]
+Spec = Factory | str | tuple[Factory | str, Mapping[str, Any]]
+"""A middleware in a pipeline: a factory or a name, alone or with its options."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """One middleware of a pipeline.
+
+    Attributes:
+        factory: Called as ``factory(app, **options)``.
+        options: The keyword arguments.
+        name: The built-in or plug-in name, if it has one.
+    """
+
+    factory: Factory
+    options: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.name is not None:
+            return self.name
+        return getattr(self.factory, "__qualname__", None) or repr(self.factory)
+
+
+class Pipeline:
+    """Middleware, outermost first, to wrap around an ASGI app.
+
+    Args:
+        middleware: Each a middleware class or factory (``RequestIDMiddleware``), a
+            registered name (``"cors"``), or either with its options
+            (``(CORSMiddleware, {"allow_origins": ["https://example.com"]})``).
+        registry: Where names are looked up; the built-ins and installed plug-ins by
+            default.
+
+    Raises:
+        asgikit.registry.RegistryError: A name is unknown or cannot be imported.
+        TypeError: An entry is none of the above.
+    """
+
+    __slots__ = ("layers",)
+
+    def __init__(
+        self, middleware: Iterable[Spec] = (), *, registry: Registry | None = None
+    ) -> None:
+        lookup = registry if registry is not None else Registry()
+        layers = []
+        for spec in middleware:
+            options: Mapping[str, Any] = {}
+            target: object = spec
+            if isinstance(spec, tuple):
+                if len(spec) != 2 or not isinstance(spec[1], Mapping):
+                    raise TypeError(f"expected (middleware, {{options}}), got {spec!r}")
+                target, options = spec
+            if isinstance(target, str):
+                resolved = lookup.resolve(target)
+                layers.append(Layer(resolved.factory, dict(options), resolved.name))
+            elif callable(target):
+                layers.append(Layer(target, dict(options), lookup.name_of(target)))
+            else:
+                raise TypeError(f"a middleware is a class, a factory or a name, not {target!r}")
+        self.layers: tuple[Layer, ...] = tuple(layers)
+
+    @classmethod
+    def from_layers(cls, layers: Iterable[Layer]) -> Pipeline:
+        """A pipeline of ready ``Layer`` objects (no name lookup)."""
+        pipeline = cls()
+        pipeline.layers = tuple(layers)
+        return pipeline
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __repr__(self) -> str:
+        return f"Pipeline([{', '.join(layer.label for layer in self.layers)}])"
+
+    @property
+    def warnings(self) -> list[str]:
+        """What this order loses, one message per departure from the canonical order."""
+        labels = [layer.label for layer in self.layers]
+        return [
+            f"{problem.message} (layer {problem.inner + 1} of {len(labels)}, "
+            f"{labels[problem.outer]} is layer {problem.outer + 1})"
+            for problem in order_problems([layer.name for layer in self.layers])
+        ]
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        """Wrap ``app``: the first middleware is the outermost.
+
+        Emits a ``PipelineWarning`` for each departure from the canonical order that
+        loses something.
+        """
+        for message in self.warnings:
+            warnings.warn(message, PipelineWarning, stacklevel=2)
+        return self._apply(app)
+
+    def _apply(self, app: ASGIApp) -> ASGIApp:
+        wrapped: Any = app
+        for layer in reversed(self.layers):
+            wrapped = layer.factory(wrapped, **layer.options)
+        result: ASGIApp = wrapped
+        return result

@@ -1,0 +1,201 @@
+"""AccessLogMiddleware beside a bare structlog call and asgi-logger, JSON lines to a null sink.
+
+python -m benchmarks.bench_access_log [--rounds 15] [--min-time 0.05]
+
+Four cases in one interleaved run, per scenario:
+
+- the bare app;
+- the *structlog reference*: the least a pure ASGI middleware can do to log the same
+  fields through structlog: time the request, count the body bytes both ways, note the
+  status, read the headers, and call the logger once. No redaction, exclusions,
+  sampling, levels by outcome, trace ids or context binding;
+- asgi-logger (``asgi_logger.AccessLoggerMiddleware``, its default format), writing
+  through a ``logging.Logger`` to the same null sink;
+- asgikit's ``AccessLogMiddleware`` with its defaults.
+
+structlog is set up by ``asgikit.logging.configure(format="json")`` for both structlog
+cases, so they pay for the same processors and the same msgspec rendering; only the
+middleware differs. Ratios are to the reference; the added cost over the bare app is
+also compared: (case - bare) / (reference - bare) and / (asgi-logger - bare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+import structlog
+from asgi_logger.middleware import AccessLoggerMiddleware
+
+import asgikit.logging
+from asgikit.headers import get_header
+from asgikit.middleware.access_log import AccessLogMiddleware
+from asgikit.types import ASGIApp, Message, Receive, Scope, Send
+from benchmarks.harness import Request, Result, bare_app, report, run_asgi
+
+__all__ = ["StructlogReference", "main"]
+
+BARE = "bare app"
+REFERENCE = "structlog reference"
+ANCHOR = "asgi-logger"
+OURS = "asgikit AccessLogMiddleware"
+
+_BROWSER = [
+    (b"host", b"127.0.0.1:8000"),
+    (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
+    (b"accept", b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    (b"accept-language", b"en-GB,en;q=0.5"),
+    (b"accept-encoding", b"gzip, deflate, br, zstd"),
+    (b"cookie", b"session=0123456789abcdef; theme=dark"),
+]
+
+SCENARIOS = {
+    "GET, browser headers": Request(path="/items/42", headers=_BROWSER),
+    "GET with a query (one sensitive parameter) and a referer": Request(
+        path="/search?q=shoes&page=2&access_token=abc123def456",
+        headers=[*_BROWSER, (b"referer", b"https://example.com/start?utm_source=news")],
+    ),
+}
+
+
+class _NullSink(io.RawIOBase):
+    """A binary stream that keeps nothing."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
+class _NullText(io.TextIOBase):
+    """A text stream that keeps nothing (for the ``logging`` handler)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+class StructlogReference:
+    """The issue's "bare structlog call": time the request, one logger call, same fields."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.logger = structlog.get_logger("reference")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 0
+        first_byte = 0.0
+        sent = received = 0
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, first_byte, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                first_byte = time.perf_counter()
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        async def receive_wrapper() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message
+
+        await self.app(scope, receive_wrapper, send_wrapper)
+        end = time.perf_counter()
+        headers = scope["headers"]
+        fields: dict[str, Any] = {
+            "http.request.method": scope["method"],
+            "url.path": scope["path"],
+        }
+        if scope["query_string"]:
+            fields["url.query"] = scope["query_string"].decode("latin-1")
+        fields["http.response.status_code"] = status
+        # The same cheap rounding as asgikit's (round(x, 3) costs several times more).
+        fields["duration_ms"] = round((end - start) * 1_000_000) / 1000
+        fields["ttfb_ms"] = round((first_byte - start) * 1_000_000) / 1000
+        fields["http.request.body.size"] = received
+        fields["http.response.body.size"] = sent
+        fields["network.protocol.version"] = scope["http_version"]
+        fields["url.scheme"] = scope["scheme"]
+        fields["client.address"], fields["client.port"] = scope["client"]
+        user_agent = get_header(headers, b"user-agent")
+        if user_agent is not None:
+            fields["user_agent.original"] = user_agent.decode("latin-1")
+        referer = get_header(headers, b"referer")
+        if referer is not None:
+            fields["http.request.header.referer"] = referer.decode("latin-1")
+        self.logger.info("http.request", **fields)
+
+
+def _asgi_logger_logger() -> logging.Logger:
+    logger = logging.getLogger("benchmarks.asgi_logger")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(_NullText())
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+def added_cost(results: Sequence[Result], versus: str) -> float:
+    """Our added per-request cost over the bare app, relative to *versus*'s."""
+    by_case = {r.case: r.median_us for r in results}
+    bare = by_case[BARE]
+    return (by_case[OURS] - bare) / (by_case[versus] - bare)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_access_log")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--min-time", type=float, default=0.05)
+    args = parser.parse_args(argv)
+    # Kept in a variable: a collected TextIOWrapper closes the sink under the logger.
+    sink = io.TextIOWrapper(io.BufferedWriter(_NullSink()), write_through=True)
+    asgikit.logging.configure(format="json", stream=sink, stdlib=False)
+    try:
+        apps: dict[str, ASGIApp] = {
+            BARE: bare_app,
+            REFERENCE: StructlogReference(bare_app),
+            # asgi-logger is typed against asgiref's TypedDicts; it takes any ASGI app.
+            ANCHOR: cast(
+                ASGIApp, AccessLoggerMiddleware(cast(Any, bare_app), logger=_asgi_logger_logger())
+            ),
+            OURS: AccessLogMiddleware(bare_app),
+        }
+        for title, scenario in SCENARIOS.items():
+            results = run_asgi(
+                apps,
+                baseline=REFERENCE,
+                request=scenario,
+                rounds=args.rounds,
+                min_time=args.min_time,
+            )
+            print(report(results, f"Access log, {title}"))
+            versus_reference = added_cost(results, REFERENCE)
+            versus_anchor = added_cost(results, ANCHOR)
+            print(
+                f"Added per-request cost: {versus_reference:.2f}x the reference's (goal <= 1.3x), "
+                f"{versus_anchor:.2f}x {ANCHOR}'s (goal <= 0.25x)\n"
+            )
+    finally:
+        structlog.reset_defaults()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

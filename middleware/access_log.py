@@ -1,0 +1,518 @@
+"""AccessLogMiddleware: one structured line per request and websocket, through structlog."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar, Token
+from typing import Any, Final
+
+import structlog
+from opentelemetry.context import get_current as _current_otel_context
+from opentelemetry.trace import SpanContext, get_current_span
+
+from asgikit._options import string_list
+from asgikit.logging import HTTP_EVENT, WEBSOCKET_EVENT, Field, structlog_contextvar
+from asgikit.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._access_log_fields import (
+    ALWAYS_REDACTED_HEADERS,
+    DEFAULT_REDACTED_QUERY_PARAMS,
+    PEER_SCOPE_KEY,
+    REQUEST_ID_SCOPE_KEY,
+    TIMEOUT_SCOPE_KEY,
+    LineBuilder,
+    exclusions,
+    file_bytes,
+    header_names,
+    level_number,
+    positive_seconds,
+    status_level_table,
+)
+
+__all__ = [
+    "ALWAYS_REDACTED_HEADERS",
+    "DEFAULT_REDACTED_QUERY_PARAMS",
+    "PEER_SCOPE_KEY",
+    "REQUEST_ID_SCOPE_KEY",
+    "TIMEOUT_SCOPE_KEY",
+    "AccessLogMiddleware",
+]
+
+_INFO, _WARNING, _ERROR = 20, 30, 40
+_METHODS: Final = {10: "debug", 20: "info", 30: "warning", 40: "error", 50: "critical"}
+# Websocket close codes that report a server-side failure.
+_WS_ERROR_CODES: Final = frozenset({1011})
+
+_now = time.perf_counter
+_random = random.random
+
+_Tokens = list[tuple[ContextVar[Any], Token[Any]]]
+
+
+def _span_context() -> SpanContext | None:
+    """The current span's context, if a valid one is current.
+
+    Nothing attached to OpenTelemetry's context (no tracing at all) is told by one cheap
+    look at the context, a quarter of the cost of asking for the current span.
+    """
+    context = _current_otel_context()
+    if not context:
+        return None
+    span_context = get_current_span(context).get_span_context()
+    return span_context if span_context.is_valid else None
+
+
+class AccessLogMiddleware:
+    """Log one structured event per http request and websocket connection.
+
+    The event (``http.request`` or ``websocket.connection``) is emitted once, after the
+    response ended or failed, at a level chosen by the outcome, with the fields listed
+    in ``docs/access_log.md``. It goes through a structlog logger: the one given, or
+    ``structlog.get_logger("asgikit.access")``, which follows structlog's configuration
+    (``asgikit.logging.configure`` or your own). Nothing is configured here.
+
+    Args:
+        app: The ASGI app to wrap.
+        logger: A structlog logger (anything with ``info``, ``warning``, ``error``
+            methods taking an event and keyword fields).
+        status_levels: Level overrides by status (``404``) or class (``"4xx"``). By
+            default 1xx-3xx are ``info``, 4xx ``warning``, 5xx ``error``; an exception
+            from the app makes the line at least ``error``.
+        slow_threshold: Seconds after which a request is slow: its line is marked
+            ``slow=true``, raised to at least ``slow_level`` and never sampled out.
+        slow_level: The lowest level of a slow request's line.
+        exclude_paths: Paths never logged: exact (``/health``) or, ending in ``*``,
+            prefixes (``/static/*``).
+        sample_rate: The fraction (0-1) of unremarkable lines kept: those at ``info``
+            or below that are not slow, failed or cut short. Kept lines carry
+            ``sample_rate`` so counts can be scaled back.
+        redact_headers: More header names whose captured values are replaced by
+            ``[REDACTED]``, on top of ``ALWAYS_REDACTED_HEADERS``.
+        redact_query_params: More query parameter name patterns to redact, on top of
+            ``DEFAULT_REDACTED_QUERY_PARAMS`` (``name``, ``prefix*``, ``*suffix``,
+            ``*part*``).
+        capture_request_headers: Request headers logged as
+            ``http.request.header.<name>`` (an allowlist).
+        capture_response_headers: Response headers logged as
+            ``http.response.header.<name>``.
+        max_field_length: Client-controlled values (path, query, user agent, referer,
+            captured headers) longer than this are cut, with a marker.
+        trace_ids: Log the OpenTelemetry ``trace_id`` and ``span_id`` of the span
+            current when the response starts (or, failing that, on entry), if any.
+        bind_contextvars: While the request runs, bind ``request_id`` (when
+            RequestIDMiddleware has not already) and, when a span is current on
+            entry, ``trace_id`` and ``span_id`` in structlog's context variables.
+        websockets: Log websocket connections too.
+
+    Raises:
+        ValueError: An option's value is out of range or malformed.
+        TypeError: An option has the wrong type.
+    """
+
+    __slots__ = (
+        "_bind",
+        "_exact",
+        "_excluding",
+        "_levels",
+        "_lines",
+        "_logger",
+        "_prefixes",
+        "_rid_var",
+        "_sample_rate",
+        "_slow",
+        "_slow_level",
+        "_span_var",
+        "_trace_ids",
+        "_trace_var",
+        "_websockets",
+        "app",
+    )
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        logger: Any = None,
+        status_levels: Mapping[int | str, str] | None = None,
+        slow_threshold: float | None = None,
+        slow_level: str = "warning",
+        exclude_paths: str | Iterable[str] = (),
+        sample_rate: float = 1.0,
+        redact_headers: str | Iterable[str] = (),
+        redact_query_params: str | Iterable[str] = (),
+        capture_request_headers: str | Iterable[str] = (),
+        capture_response_headers: str | Iterable[str] = (),
+        max_field_length: int = 1024,
+        trace_ids: bool = True,
+        bind_contextvars: bool = True,
+        websockets: bool = True,
+    ) -> None:
+        if isinstance(logger, logging.Logger):
+            raise TypeError(
+                "logger must be a structlog logger (it is called with keyword fields); "
+                "wrap a logging.Logger with structlog.stdlib.get_logger(name) instead"
+            )
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | float):
+            raise TypeError(f"sample_rate must be a number from 0 to 1, not {sample_rate!r}")
+        if not 0 <= sample_rate <= 1:
+            raise ValueError(f"sample_rate must be from 0 to 1, not {sample_rate!r}")
+        if isinstance(max_field_length, bool) or not isinstance(max_field_length, int):
+            raise TypeError(f"max_field_length must be an int, not {max_field_length!r}")
+        if max_field_length < 16:
+            raise ValueError(f"max_field_length must be at least 16, not {max_field_length}")
+        self.app = app
+        self._logger = structlog.get_logger("asgikit.access") if logger is None else logger
+        self._levels = status_level_table(status_levels or {})
+        self._slow = positive_seconds(slow_threshold, "slow_threshold")
+        self._slow_level = level_number(slow_level, "slow_level")
+        self._exact, self._prefixes = exclusions(exclude_paths)
+        self._excluding = bool(self._exact or self._prefixes)
+        self._sample_rate = float(sample_rate)
+        always = [name.encode("ascii") for name in ALWAYS_REDACTED_HEADERS]
+        self._lines = LineBuilder(
+            limit=max_field_length,
+            query_params=[
+                *DEFAULT_REDACTED_QUERY_PARAMS,
+                *string_list(redact_query_params, "redact_query_params"),
+            ],
+            redacted_headers=frozenset(always + header_names(redact_headers, "redact_headers")),
+            request_headers=header_names(capture_request_headers, "capture_request_headers"),
+            response_headers=header_names(capture_response_headers, "capture_response_headers"),
+        )
+        self._trace_ids = bool(trace_ids)
+        self._bind = bool(bind_contextvars)
+        self._rid_var = structlog_contextvar(Field.REQUEST_ID)
+        self._trace_var = structlog_contextvar(Field.TRACE_ID)
+        self._span_var = structlog_contextvar(Field.SPAN_ID)
+        self._websockets = bool(websockets)
+
+    def _excluded(self, path: str) -> bool:
+        return path in self._exact or path.startswith(self._prefixes)
+
+    def _bind_context(self, scope: Scope) -> tuple[_Tokens | None, SpanContext | None]:
+        """Bind the request id and the current span's ids; return the reset tokens."""
+        tokens: _Tokens | None = None
+        span_context = None
+        if self._bind:
+            request_id = scope.get(REQUEST_ID_SCOPE_KEY)
+            if request_id is not None and self._rid_var.get() != request_id:
+                tokens = [(self._rid_var, self._rid_var.set(request_id))]
+        if self._trace_ids:
+            span_context = _span_context()
+            if span_context is not None and self._bind:
+                trace_id = f"{span_context.trace_id:032x}"
+                span_id = f"{span_context.span_id:016x}"
+                tokens = tokens or []
+                tokens.append((self._trace_var, self._trace_var.set(trace_id)))
+                tokens.append((self._span_var, self._span_var.set(span_id)))
+        return tokens, span_context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "websocket" and self._websockets and not self._excluded(scope["path"]):
+                await self._websocket(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if self._excluding and self._excluded(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+
+        start = _now()
+        # TimeoutMiddleware, inside, fills this dict in when one of its limits fires; it
+        # cannot reach a scope outside its own copy, so the dict is handed down.
+        holder = scope.get(TIMEOUT_SCOPE_KEY)
+        if isinstance(holder, dict):  # an outer middleware already shares one
+            timeout: dict[str, Any] = holder
+        else:
+            timeout = {}
+            scope = {**scope, TIMEOUT_SCOPE_KEY: timeout}
+        status: int | None = None
+        first_byte: float | None = None
+        end: float | None = None
+        sent = received = 0
+        trailers = final_sent = complete = disconnected = False
+        gone: OSError | None = None
+        response_headers: Any = None
+        capture_response = self._lines.response_capture is not None
+        trace_ids = self._trace_ids
+        tokens, span_context = self._bind_context(scope)
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, first_byte, end, sent, trailers, final_sent, complete
+            nonlocal disconnected, gone, response_headers, span_context
+            kind = message["type"]
+            size = 0
+            if kind == "http.response.body":
+                size = len(message.get("body", b""))
+                final = not message.get("more_body", False) and not trailers
+            elif kind == "http.response.start":
+                status = message["status"]
+                first_byte = _now()
+                trailers = bool(message.get("trailers", False))
+                final = False
+                if capture_response:
+                    response_headers = message.get("headers", ())
+                if trace_ids:
+                    # The app's context: a span opened inside this middleware is current.
+                    span_context = _span_context() or span_context
+            elif kind == "http.response.trailers":
+                final = not message.get("more_trailers", False)
+            elif kind == "http.response.pathsend" or kind == "http.response.zerocopysend":
+                size = file_bytes(message)
+                final = not trailers and (
+                    kind == "http.response.pathsend" or not message.get("more_body", False)
+                )
+            else:
+                final = False
+            if final:
+                final_sent = True
+            try:
+                await send(message)
+            except OSError as exc:
+                disconnected = True
+                gone = exc
+                raise
+            sent += size  # counted once it is out: bytes actually sent
+            if final:
+                end = _now()
+                complete = True
+
+        async def receive_wrapper() -> Message:
+            nonlocal received, disconnected
+            message = await receive()
+            kind = message["type"]
+            if kind == "http.request":
+                received += len(message.get("body", b""))
+            elif kind == "http.disconnect" and not final_sent:
+                disconnected = True
+            return message
+
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except BaseException as exc:
+            error = exc if exc is not gone else None
+            raise
+        finally:
+            try:
+                self._log_http(
+                    scope,
+                    timeout,
+                    (_now() if end is None else end) - start,
+                    None if first_byte is None else first_byte - start,
+                    status,
+                    sent,
+                    received,
+                    complete,
+                    disconnected,
+                    error,
+                    span_context,
+                    response_headers,
+                )
+            finally:
+                if tokens is not None:
+                    for var, token in reversed(tokens):
+                        var.reset(token)
+
+    def _log_http(
+        self,
+        scope: Scope,
+        timeout: dict[str, Any],
+        duration: float,
+        first_byte: float | None,
+        status: int | None,
+        sent: int,
+        received: int,
+        complete: bool,
+        disconnected: bool,
+        error: BaseException | None,
+        span_context: SpanContext | None,
+        response_headers: Any,
+    ) -> None:
+        error_type = None
+        floor: int | None = None  # the least level the outcome calls for, whatever the status
+        if error is not None:
+            error_type = type(error).__qualname__
+            if isinstance(error, Exception):
+                floor = _ERROR
+                if status is None and not disconnected:
+                    status = 500  # what every ASGI server answers
+            else:  # cancelled: the server is shutting down, or an outer deadline passed
+                floor = _WARNING
+        elif not complete and not disconnected:
+            error_type = "incomplete_response"
+            floor = _ERROR
+            if status is None:
+                status = 500
+        timeout_error = timeout.get("error.type")
+        if isinstance(timeout_error, str):  # the 504 (or the abort) was a deadline's
+            error_type = timeout_error
+        level = self._level(status, floor)
+        slow = self._slow is not None and duration >= self._slow
+        if slow:
+            level = max(level, self._slow_level)
+        sampled = False
+        if self._sample_rate < 1.0 and level <= _INFO and not (slow or error_type or disconnected):
+            if _random() >= self._sample_rate:
+                return
+            sampled = True
+
+        fields = self._lines.http(
+            scope,
+            status,
+            duration,
+            first_byte,
+            received,
+            sent,
+            response_headers,
+            span_context,
+            error_type,
+            disconnected,
+        )
+        if slow:
+            fields[Field.SLOW] = True
+        if sampled:
+            fields[Field.SAMPLE_RATE] = self._sample_rate
+        if isinstance(error, Exception):
+            fields["exc_info"] = error
+        self._emit(level, HTTP_EVENT, fields, error)
+
+    def _level(self, status: int | None, floor: int | None) -> int:
+        """The line's level: by status, at least *floor*; no answer at all is a warning."""
+        if status is None:
+            return _WARNING if floor is None else floor
+        level = self._levels[status] if 0 <= status < 600 else _ERROR
+        return level if floor is None or level > floor else floor
+
+    def _emit(
+        self, level: int, event: str, fields: dict[str, Any], error: BaseException | None
+    ) -> None:
+        try:
+            getattr(self._logger, _METHODS[level])(event, **fields)
+        except Exception:
+            if error is None:
+                raise
+            # The app's exception is the one that propagates; this one is only reported.
+            print("asgikit: the access log line could not be written:", file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = _now()
+        status: int | None = None
+        close_code: int | None = None
+        sent = received = 0
+        disconnected = False
+        gone: OSError | None = None
+        trace_ids = self._trace_ids
+        tokens, span_context = self._bind_context(scope)
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, close_code, sent, disconnected, gone, span_context
+            kind = message["type"]
+            if kind == "websocket.send":
+                sent += 1
+            elif kind == "websocket.accept":
+                status = 101
+                if trace_ids:
+                    span_context = _span_context() or span_context
+            elif kind == "websocket.close":
+                if status is None:
+                    status = 403  # closed before accepting: the server answers 403
+                if close_code is None:
+                    close_code = message.get("code", 1000)
+            elif kind == "websocket.http.response.start":
+                status = message["status"]
+            try:
+                await send(message)
+            except OSError as exc:
+                disconnected = True
+                gone = exc
+                raise
+
+        async def receive_wrapper() -> Message:
+            nonlocal received, close_code
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                received += 1
+            elif kind == "websocket.disconnect" and close_code is None:
+                close_code = message.get("code", 1005)
+            return message
+
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except BaseException as exc:
+            error = exc if exc is not gone else None
+            raise
+        finally:
+            try:
+                self._log_websocket(
+                    scope,
+                    _now() - start,
+                    status,
+                    close_code,
+                    sent,
+                    received,
+                    disconnected,
+                    error,
+                    span_context,
+                )
+            finally:
+                if tokens is not None:
+                    for var, token in reversed(tokens):
+                        var.reset(token)
+
+    def _log_websocket(
+        self,
+        scope: Scope,
+        duration: float,
+        status: int | None,
+        close_code: int | None,
+        sent: int,
+        received: int,
+        disconnected: bool,
+        error: BaseException | None,
+        span_context: SpanContext | None,
+    ) -> None:
+        error_type = None
+        floor: int | None = None
+        if error is not None:
+            error_type = type(error).__qualname__
+            if isinstance(error, Exception):
+                floor = _ERROR
+                if status is None and not disconnected:
+                    status = 500
+            else:
+                floor = _WARNING
+        if close_code in _WS_ERROR_CODES:
+            floor = _ERROR
+        level = self._level(status, floor)
+        sampled = False
+        if self._sample_rate < 1.0 and level <= _INFO and not (error_type or disconnected):
+            if _random() >= self._sample_rate:
+                return
+            sampled = True
+        fields = self._lines.websocket(
+            scope,
+            status,
+            duration,
+            close_code,
+            received,
+            sent,
+            span_context,
+            error_type,
+            disconnected,
+        )
+        if sampled:
+            fields[Field.SAMPLE_RATE] = self._sample_rate
+        if isinstance(error, Exception):
+            fields["exc_info"] = error
+        self._emit(level, WEBSOCKET_EVENT, fields, error)
