@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanContext
 from asgikit._options import string_list
 from asgikit.headers import get_header
 from asgikit.logging import LEVELS, Field
+from asgikit.scopes import innermost_with
 from asgikit.types import Message, Scope
 
 __all__ = [
@@ -219,6 +220,9 @@ class QueryRedactor:
         return url[: cut + 1] + self.redact(url[cut + 1 :])
 
 
+_ROUTE_KEYS = ("route", "path_template")
+
+
 def route_template(scope: Scope) -> str | None:
     """The route template the framework matched, from what it left in the scope.
 
@@ -354,8 +358,9 @@ class LineBuilder:
         query = scope.get("query_string")
         if query:
             fields[_QUERY] = self._query(query)
-        if "route" in scope or "path_template" in scope:
-            route = route_template(scope)
+        framework_scope = innermost_with(scope, _ROUTE_KEYS)
+        if "route" in framework_scope or "path_template" in framework_scope:
+            route = route_template(framework_scope)
             if route is not None:
                 fields[_ROUTE] = route
         if status is not None:
@@ -392,8 +397,9 @@ class LineBuilder:
         query = scope.get("query_string")
         if query:
             fields[_QUERY] = self._query(query)
-        if "route" in scope or "path_template" in scope:
-            route = route_template(scope)
+        framework_scope = innermost_with(scope, _ROUTE_KEYS)
+        if "route" in framework_scope or "path_template" in framework_scope:
+            route = route_template(framework_scope)
             if route is not None:
                 fields[_ROUTE] = route
         if status is not None:

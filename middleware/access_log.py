@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanContext, get_current_span
 
 from asgikit._options import string_list
 from asgikit.logging import HTTP_EVENT, WEBSOCKET_EVENT, Field, structlog_contextvar
+from asgikit.scopes import start_chain
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._access_log_fields import (
@@ -230,9 +231,12 @@ class AccessLogMiddleware:
         holder = scope.get(TIMEOUT_SCOPE_KEY)
         if isinstance(holder, dict):  # an outer middleware already shares one
             timeout: dict[str, Any] = holder
+            scope = start_chain(scope)
         else:
             timeout = {}
-            scope = {**scope, TIMEOUT_SCOPE_KEY: timeout}
+            scope = start_chain(scope, {TIMEOUT_SCOPE_KEY: timeout})
+        # The chain records the copies made inside, so that the route the framework
+        # writes into its own scope can be read after the app returns.
         status: int | None = None
         first_byte: float | None = None
         end: float | None = None

@@ -14,6 +14,7 @@ import anyio.to_thread
 
 from asgikit._options import string_list
 from asgikit.headers import add_vary
+from asgikit.scopes import derive_scope
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._compression_codecs import ENCODINGS, Codec, Stream, check_int, make_codec, resolve_encodings
@@ -180,7 +181,7 @@ class CompressionMiddleware:
             # A file sent with sendfile cannot join a compressed body: not offered, the app
             # sends body messages (compressed or not). pathsend is kept: see _Response.
             others = {key: value for key, value in extensions.items() if key != _ZEROCOPY}
-            scope = {**scope, "extensions": others}
+            scope = derive_scope(scope, {"extensions": others})
         state: Any = None  # see _PASS
 
         # A plain function returning the downstream awaitable is a valid ASGI send and

@@ -7,6 +7,7 @@ from typing import Final
 
 from asgikit._options import string_list
 from asgikit.headers import get_header, set_header
+from asgikit.scopes import CHAIN_KEY
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
 from ._forwarded import (
@@ -191,6 +192,9 @@ class ProxyHeadersMiddleware:
             rewritten["headers"] = set_header(headers, _HOST, host_value)
         # Behind two of these middleware, the key keeps the socket's peer.
         rewritten.setdefault(PEER_SCOPE_KEY, peer)
+        chain = scope.get(CHAIN_KEY)  # see asgikit.scopes: inner copies stay findable
+        if chain is not None:
+            chain.append(rewritten)
         return rewritten
 
     def _resolve(self, found: list[tuple[int, bytes]]) -> _Result:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from asgikit.headers import get_header
 from asgikit.logging import structlog_contextvar
+from asgikit.scopes import derive_scope
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -157,9 +158,10 @@ class RequestIDMiddleware:
             if self.generator is not uuid7_hex and not _is_safe_id(request_id):
                 # A custom generator must not smuggle CR/LF into a header or a log line.
                 request_id = uuid7_hex()
-        scope = {**scope, SCOPE_KEY: request_id}
+        changes = {SCOPE_KEY: request_id}
         if rejected is not None:
-            scope[REJECTED_SCOPE_KEY] = rejected
+            changes[REJECTED_SCOPE_KEY] = rejected
+        scope = derive_scope(scope, changes)
 
         if self.response_header:
             start_type = "http.response.start"

@@ -42,6 +42,7 @@ import anyio
 import anyio.lowlevel
 import structlog
 
+from asgikit.scopes import derive_scope
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._timeout_routes import Policy, RouteTable, build_routes, make_policy
@@ -371,7 +372,7 @@ class TimeoutMiddleware:
         holder = scope.get(INFO_SCOPE_KEY)
         info: dict[str, Any] = holder if isinstance(holder, dict) else {}
         ex = _Exchange(policy, anyio.current_time(), scope, receive, send, info)
-        scope = {**scope, INFO_SCOPE_KEY: info}
+        scope = derive_scope(scope, {INFO_SCOPE_KEY: info})
         deadline = ex.first_byte_at if ex.first_byte_at is not None else ex.total_at
         if deadline is not None:
             earlier = scope.get(DEADLINE_SCOPE_KEY)

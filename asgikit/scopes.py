@@ -1,0 +1,61 @@
+"""Copying a scope without losing what the framework writes into it.
+
+Middleware copy the scope instead of changing the server's (contract rule S7), and
+frameworks write routing facts into the scope object *they* receive: Starlette and
+FastAPI set ``route`` (and ``endpoint``, ``path_params``), Litestar ``path_template``.
+An outer middleware that wants the route (access logs, tracing) would never see it once
+a copying middleware sits between it and the framework.
+
+The fix is a chain: the outer middleware puts a list under ``scope[CHAIN_KEY]``; shallow
+copies share that list, and every copy made with :func:`derive_scope` appends itself to
+it. After the app returns, :func:`innermost_with` finds the scope the framework wrote
+into. A copying middleware that does not use :func:`derive_scope` breaks the chain only
+below itself: what is inside it goes unseen, nothing else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from asgikit.types import Scope
+
+__all__ = ["CHAIN_KEY", "derive_scope", "innermost_with", "start_chain"]
+
+CHAIN_KEY = "asgikit.scope_chain"
+"""The scope key holding the list of this request's scope copies, outermost first."""
+
+
+def derive_scope(scope: Scope, changes: Mapping[str, Any]) -> Scope:
+    """A copy of *scope* with *changes*, recorded in the request's scope chain if any.
+
+    Args:
+        scope: The scope this middleware received; not modified.
+        changes: The keys to set in the copy.
+    """
+    derived = {**scope, **changes}
+    chain = scope.get(CHAIN_KEY)
+    if chain is not None:
+        chain.append(derived)
+    return derived
+
+
+def start_chain(scope: Scope, changes: Mapping[str, Any] | None = None) -> Scope:
+    """A copy of *scope* (with *changes*) that starts a scope chain, unless one exists."""
+    if CHAIN_KEY in scope:
+        return derive_scope(scope, changes) if changes else scope
+    chain: list[Scope] = []
+    derived = {**scope, **(changes or {}), CHAIN_KEY: chain}
+    chain.append(derived)
+    return derived
+
+
+def innermost_with(scope: Scope, keys: Iterable[str]) -> Scope:
+    """The innermost scope of the chain that has one of *keys*, else *scope* itself."""
+    chain: list[Scope] | None = scope.get(CHAIN_KEY)
+    if chain:
+        wanted = tuple(keys)
+        for candidate in reversed(chain):
+            if any(key in candidate for key in wanted):
+                return candidate
+    return scope
