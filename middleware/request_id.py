@@ -7,9 +7,8 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 
-from asgikit.headers import get_header
 from asgikit.logging import structlog_contextvar
-from asgikit.scopes import derive_scope
+from asgikit.scopes import CHAIN_KEY
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -142,7 +141,12 @@ class RequestIDMiddleware:
         request_id = None
         rejected = None
         if self.trust_incoming:
-            incoming = get_header(scope.get("headers", ()), self._header)
+            incoming = None
+            wanted = self._header
+            for name, value in scope.get("headers", ()):  # get_header, inlined
+                if name == wanted:
+                    incoming = value
+                    break
             if incoming is not None:
                 validator = self.validator
                 if validator is default_validator:  # inlined: one call less per request
@@ -158,10 +162,13 @@ class RequestIDMiddleware:
             if self.generator is not uuid7_hex and not _is_safe_id(request_id):
                 # A custom generator must not smuggle CR/LF into a header or a log line.
                 request_id = uuid7_hex()
-        changes = {SCOPE_KEY: request_id}
+        # derive_scope, inlined on this hot path: copy, and join the scope chain if any.
+        scope = {**scope, SCOPE_KEY: request_id}
         if rejected is not None:
-            changes[REJECTED_SCOPE_KEY] = rejected
-        scope = derive_scope(scope, changes)
+            scope[REJECTED_SCOPE_KEY] = rejected
+        chain = scope.get(CHAIN_KEY)
+        if chain is not None:
+            chain.append(scope)
 
         if self.response_header:
             start_type = "http.response.start"
