@@ -15,7 +15,7 @@ below itself: what is inside it goes unseen, nothing else changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from asgikit.types import Scope
@@ -45,17 +45,19 @@ def start_chain(scope: Scope, changes: Mapping[str, Any] | None = None) -> Scope
     if CHAIN_KEY in scope:
         return derive_scope(scope, changes) if changes else scope
     chain: list[Scope] = []
-    derived = {**scope, **(changes or {}), CHAIN_KEY: chain}
+    derived = {**scope, **changes} if changes else {**scope}
+    derived[CHAIN_KEY] = chain
     chain.append(derived)
     return derived
 
 
-def innermost_with(scope: Scope, keys: Iterable[str]) -> Scope:
+def innermost_with(scope: Scope, keys: tuple[str, ...]) -> Scope:
     """The innermost scope of the chain that has one of *keys*, else *scope* itself."""
     chain: list[Scope] | None = scope.get(CHAIN_KEY)
     if chain:
-        wanted = tuple(keys)
+        # Plain loops: this runs once per logged request.
         for candidate in reversed(chain):
-            if any(key in candidate for key in wanted):
-                return candidate
+            for key in keys:
+                if key in candidate:
+                    return candidate
     return scope

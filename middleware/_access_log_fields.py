@@ -355,14 +355,7 @@ class LineBuilder:
             _METHOD: method if len(method) <= limit else truncate(method, limit),
             _PATH: path if len(path) <= limit else truncate(path, limit),
         }
-        query = scope.get("query_string")
-        if query:
-            fields[_QUERY] = self._query(query)
-        framework_scope = innermost_with(scope, _ROUTE_KEYS)
-        if "route" in framework_scope or "path_template" in framework_scope:
-            route = route_template(framework_scope)
-            if route is not None:
-                fields[_ROUTE] = route
+        self._add_query_and_route(scope, fields)
         if status is not None:
             fields[_STATUS] = status
         # Milliseconds to the microsecond (round(x, 3) costs several times more).
@@ -394,14 +387,7 @@ class LineBuilder:
         limit = self._limit
         path = scope["path"]
         fields: dict[str, Any] = {_PATH: path if len(path) <= limit else truncate(path, limit)}
-        query = scope.get("query_string")
-        if query:
-            fields[_QUERY] = self._query(query)
-        framework_scope = innermost_with(scope, _ROUTE_KEYS)
-        if "route" in framework_scope or "path_template" in framework_scope:
-            route = route_template(framework_scope)
-            if route is not None:
-                fields[_ROUTE] = route
+        self._add_query_and_route(scope, fields)
         if status is not None:
             fields[_STATUS] = status
         fields[_DURATION_MS] = round(duration * 1_000_000) / 1000
@@ -412,6 +398,17 @@ class LineBuilder:
         fields[_SCHEME] = scope.get("scheme", "ws")
         self._common(scope, fields, span_context, error_type, disconnected)
         return fields
+
+    def _add_query_and_route(self, scope: Scope, fields: dict[str, Any]) -> None:
+        """The redacted query and the route template, for http and websocket lines."""
+        query = scope.get("query_string")
+        if query:
+            fields[_QUERY] = self._query(query)
+        framework_scope = innermost_with(scope, _ROUTE_KEYS)
+        if "route" in framework_scope or "path_template" in framework_scope:
+            route = route_template(framework_scope)
+            if route is not None:
+                fields[_ROUTE] = route
 
     def _query(self, query: bytes) -> str:
         # Cut before redacting: a pair cut short is still redacted, and work is bounded.

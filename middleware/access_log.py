@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanContext, get_current_span
 
 from asgikit._options import string_list
 from asgikit.logging import HTTP_EVENT, WEBSOCKET_EVENT, Field, structlog_contextvar
-from asgikit.scopes import start_chain
+from asgikit.scopes import CHAIN_KEY, derive_scope
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._access_log_fields import (
@@ -229,12 +229,14 @@ class AccessLogMiddleware:
         # TimeoutMiddleware, inside, fills this dict in when one of its limits fires; it
         # cannot reach a scope outside its own copy, so the dict is handed down.
         holder = scope.get(TIMEOUT_SCOPE_KEY)
-        if isinstance(holder, dict):  # an outer middleware already shares one
-            timeout: dict[str, Any] = holder
-            scope = start_chain(scope)
-        else:
-            timeout = {}
-            scope = start_chain(scope, {TIMEOUT_SCOPE_KEY: timeout})
+        # An outer middleware may already share both; start_chain, inlined (hot path).
+        timeout: dict[str, Any] = holder if isinstance(holder, dict) else {}
+        if CHAIN_KEY not in scope:
+            chain: list[Scope] = []
+            scope = {**scope, TIMEOUT_SCOPE_KEY: timeout, CHAIN_KEY: chain}
+            chain.append(scope)
+        elif timeout is not holder:
+            scope = derive_scope(scope, {TIMEOUT_SCOPE_KEY: timeout})
         # The chain records the copies made inside, so that the route the framework
         # writes into its own scope can be read after the app returns.
         status: int | None = None

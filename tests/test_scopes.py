@@ -28,14 +28,14 @@ def test_derive_scope_copies_and_records_the_copy() -> None:
     inner = derive_scope(outer, {"x": 1})
     assert inner is not outer and "x" not in outer
     assert outer[CHAIN_KEY] == [outer, inner]
-    assert innermost_with(outer, ["x"]) is inner
+    assert innermost_with(outer, ("x",)) is inner
 
 
 def test_without_a_chain_derive_scope_is_a_plain_copy() -> None:
     scope = {"type": "http"}
     derived = derive_scope(scope, {"x": 1})
     assert derived == {"type": "http", "x": 1} and CHAIN_KEY not in derived
-    assert innermost_with(derived, ["route"]) is derived
+    assert innermost_with(derived, ("route",)) is derived
 
 
 def test_start_chain_reuses_an_existing_chain() -> None:
@@ -49,7 +49,7 @@ def test_innermost_with_prefers_the_innermost_match() -> None:
     outer = start_chain({"type": "http", "route": "outer"})
     middle = derive_scope(outer, {"route": "inner"})
     derive_scope(middle, {"other": True})
-    assert innermost_with(outer, ["route"])["route"] == "inner"
+    assert innermost_with(outer, ("route",))["route"] == "inner"
 
 
 async def test_the_access_log_sees_the_route_through_copying_middleware() -> None:
@@ -111,3 +111,19 @@ async def test_proxy_headers_inside_a_chain_records_its_rewritten_copy() -> None
     await middleware(outer, receive, send)
     assert seen[0]["client"] == ("203.0.113.7", 0)
     assert outer[CHAIN_KEY][-1] is seen[0]
+
+
+async def test_an_access_log_inside_a_chain_joins_it_with_its_own_holder() -> None:
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body"})
+
+    outer = start_chain({"type": "http", "method": "GET", "path": "/", "headers": []})
+    with structlog.testing.capture_logs():
+        response = await request(AccessLogMiddleware(app), scope=outer)
+    assert response.status == 204
+    assert outer[CHAIN_KEY][-1] is seen[0]
+    assert isinstance(seen[0]["asgikit.timeout"], dict) and "asgikit.timeout" not in outer
