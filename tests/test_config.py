@@ -15,13 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import asgikit.config as config_module
+from asgikit._config_source import _toml_positions
 from asgikit.config import (
     CONFIG_ENV,
     Config,
     ConfigError,
     Issue,
     ServerConfig,
-    _toml_positions,
     app_from_env,
     build,
     configure_logging,
