@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ from asgikit.cli import BEGIN, END, main, schema_markdown
 from asgikit.config import CONFIG_ENV, json_schema
 from asgikit.registry import Registry
 from asgikit.types import ASGIApp, Receive, Scope, Send
+from tests._processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DIST = Path(__file__).resolve().parent / "plugin_dist"
@@ -716,13 +716,6 @@ async def app(scope, receive, send):
 """
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Server:
     """``asgikit serve`` in a subprocess, stopped by its PID."""
 
@@ -765,13 +758,7 @@ class Server:
         return path.read_text().splitlines() if path.exists() else []
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop(self.process, 15)
         self.stdout.close()
         self.stderr.close()
 

@@ -7,8 +7,6 @@ stopped in a ``finally`` (the server by its thread, the browser by its process i
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,6 +18,7 @@ from pathlib import Path
 import uvicorn
 
 from asgikit.types import ASGIApp
+from tests._processes import stop
 
 __all__ = ["CHROMIUM_FLAGS", "chromium", "loopback_socket", "serve"]
 
@@ -109,17 +108,4 @@ def chromium(executable: str, timeout: float = 15.0) -> Iterator[str]:
             port = int(active.read_text().split()[0])
             yield f"http://127.0.0.1:{port}"
         finally:
-            _stop(process)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the browser's process group by PID, then SIGKILL after 5 s."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+            stop(process, 5, group=True)  # the browser's whole process group

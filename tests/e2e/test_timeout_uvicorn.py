@@ -7,7 +7,6 @@ string, and is stopped by PID whatever happens. httpx is the client.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from asgikit.middleware.timeout import TimeoutMiddleware
+from tests._processes import free_port, stop
 
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 pytest.importorskip("uvicorn", reason="uvicorn is not installed")
@@ -62,27 +62,10 @@ app = TimeoutMiddleware(
 # ---- the server process ----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _output(log: IO[bytes]) -> str:
     log.flush()
     log.seek(0)
     return log.read().decode(errors="replace")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
 
 
 def _wait_until_accepting(process: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> None:
@@ -109,7 +92,7 @@ class Server:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    port = _free_port()
+    port = free_port()
     marker = tmp_path / "endpoint-finished"
     env = {**os.environ, MARKER_ENV: str(marker), "PYTHONUNBUFFERED": "1"}
     command = [
@@ -139,7 +122,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
             _wait_until_accepting(process, port, log)
             yield Server(port, marker, log)
         finally:
-            _stop(process)
+            stop(process, STOP_TIMEOUT)
 
 
 def test_a_real_client_gets_504_at_the_deadline_while_the_sync_endpoint_sleeps(
