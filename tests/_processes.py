@@ -4,9 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+
+import pytest
+
+#: Set by .ci/run: a test whose tool is missing fails there instead of skipping.
+REQUIRE_TOOLS = os.environ.get("ASGIKIT_REQUIRE_TOOLS") == "1"
+
+
+def which(tool: str) -> str | None:
+    """Path of *tool*, or ``None``; ``ASGIKIT_<TOOL>`` (dashes as underscores) overrides."""
+    override = os.environ.get("ASGIKIT_" + tool.upper().replace("-", "_"))
+    return override or shutil.which(tool)
+
+
+def needs_tool(tool: str, install: str) -> pytest.MarkDecorator:
+    """Mark a test that runs *tool*: skipped with *install* as the reason when it is absent.
+
+    Under ``ASGIKIT_REQUIRE_TOOLS=1`` (CI) a missing tool is a failure, not a skip, so
+    CI cannot pass by skipping what it was meant to run.
+    """
+    if which(tool) is not None:
+        return pytest.mark.skipif(False, reason=f"{tool} is installed")
+    reason = f"{tool} is not installed ({install})"
+    if REQUIRE_TOOLS:
+        return pytest.mark.missing_tool(reason)
+    return pytest.mark.skip(reason=reason)
 
 
 def free_port() -> int:

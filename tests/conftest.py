@@ -7,3 +7,15 @@ import pytest
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     backend: str = request.param
     return backend
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "missing_tool(reason): a tool CI must have is absent (tests/_processes.py)"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("missing_tool")
+    if marker is not None:
+        pytest.fail(f"ASGIKIT_REQUIRE_TOOLS=1 but {marker.args[0]}", pytrace=False)
