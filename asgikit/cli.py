@@ -27,6 +27,7 @@ from asgikit.config import (
     json_schema,
     load_config,
     logging_options,
+    ready_app,
 )
 from asgikit.registry import ENTRY_POINT_GROUP, UNREPRESENTABLE, Options, Registry, config_value
 
@@ -434,7 +435,5 @@ def _serve(args: argparse.Namespace) -> int:
             **options,
         )
         return 0
-    if config.factory:
-        app = app()
-    uvicorn.run(config.pipeline._apply(app), **options)
+    uvicorn.run(config.pipeline._apply(ready_app(config, app)), **options)
     return 0

@@ -66,6 +66,7 @@ __all__ = [
     "json_schema",
     "load_config",
     "logging_options",
+    "ready_app",
 ]
 
 CONFIG_ENV: Final = "ASGIKIT_CONFIG"
@@ -109,14 +110,17 @@ class _App:
             app; it is called once per worker.
         app_dir: The directory to import the app from, relative to the config file. By
             default the current directory, then the config file's directory.
+        wsgi: ``app`` is a WSGI app (Flask, Django's WSGI handler): serve it through
+            a2wsgi's ``WSGIMiddleware`` (the ``wsgi`` extra), inside the middleware.
     """
 
     app: ImportString
     factory: bool = False
     app_dir: str | None = None
+    wsgi: bool = False
 
 
-_TOP_KEYS: Final = ("app", "factory", "app_dir", "server", "logging", "middleware")
+_TOP_KEYS: Final = ("app", "factory", "app_dir", "wsgi", "server", "logging", "middleware")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,7 @@ class Config:
         factory: ``app`` is a factory to call.
         app_dir: Where to import the app from (None: the current directory, then the
             config file's).
+        wsgi: ``app`` is a WSGI app, served through a2wsgi.
         server: The ``[server]`` table.
         middleware: The pipeline, outermost first.
         logging: The ``[logging]`` table's arguments for ``asgikit.logging.configure``.
@@ -163,6 +168,7 @@ class Config:
     app: str
     factory: bool = False
     app_dir: Path | None = None
+    wsgi: bool = False
     server: ServerConfig = field(default_factory=ServerConfig)
     middleware: tuple[MiddlewareEntry, ...] = ()
     logging: Mapping[str, Any] = field(default_factory=dict)
@@ -316,7 +322,7 @@ class _Loader:
         for key in data:
             if key not in _TOP_KEYS:
                 source.error((key,), f"unknown key {key!r}" + _suggest(str(key), _TOP_KEYS))
-        scalars = {key: data[key] for key in ("app", "factory", "app_dir") if key in data}
+        scalars = {key: data[key] for key in ("app", "factory", "app_dir", "wsgi") if key in data}
         app = self.arguments((), scalars, options_of(_App, takes_app=False), "the config")
         server_table = self.table("server", data)
         server = None
@@ -335,6 +341,7 @@ class _Loader:
             app=app["app"],
             factory=app.get("factory", False),
             app_dir=None if app_dir is None else (self.base / app_dir).resolve(),
+            wsgi=app.get("wsgi", False),
             server=server,
             middleware=tuple(entries),
             logging=logging_arguments,
@@ -558,13 +565,45 @@ def import_app(config: Config, *, call_factory: bool = True) -> Any:
         raise ConfigError(
             [config.issue(("app",), f"{config.app!r} is {_kind(app)}, not an ASGI app or factory")]
         )
-    if config.factory and call_factory:
+    wrap = _wsgi_wrapper(config) if config.wsgi else None
+    return ready_app(config, app, wrap) if call_factory else app
+
+
+def ready_app(config: Config, imported: Any, wsgi: Any = None) -> Any:
+    """The app ``import_app(config, call_factory=False)`` returned, made ready to wrap.
+
+    Calls it when it is a factory; serves it through a2wsgi when ``wsgi = true``.
+
+    Raises:
+        ConfigError: The factory returned something else than an app, or ``wsgi = true``
+            and a2wsgi is not installed.
+    """
+    app = imported
+    if config.factory:
         app = app()
         if not callable(app):
             raise ConfigError(
                 [config.issue(("factory",), f"the factory returned {_kind(app)}, not an ASGI app")]
             )
+    if config.wsgi:
+        app = (wsgi or _wsgi_wrapper(config))(app)
     return app
+
+
+def _wsgi_wrapper(config: Config) -> Any:
+    try:
+        from a2wsgi import WSGIMiddleware
+    except ImportError:
+        raise ConfigError(
+            [
+                config.issue(
+                    ("wsgi",),
+                    "wsgi = true serves the app through a2wsgi, which is not installed: "
+                    "pip install 'asgikit[wsgi]'",
+                )
+            ]
+        ) from None
+    return WSGIMiddleware
 
 
 def build(config: Config | str | os.PathLike[str]) -> ASGIApp:

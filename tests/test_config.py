@@ -356,7 +356,7 @@ def test_a_file_that_is_not_utf8_is_one_issue(tmp_path: Path) -> None:
         pytest.param(
             'app = "x:y"\nzzz = 1\n',
             "2:1: error: zzz: unknown key 'zzz'; expected one of app, factory, app_dir, "
-            "server, logging, middleware",
+            "wsgi, server, logging, middleware",
             id="unknown-top-level-key-far-off",
         ),
         pytest.param(
@@ -614,7 +614,7 @@ def test_yaml_without_pyyaml_says_how_to_get_it(
 def test_keys_that_are_not_names_are_quoted_in_paths(tmp_path: Path) -> None:
     assert problems(tmp_path, 'app = "x:y"\n"odd key" = 1\n') == [
         "2:1: error: ['odd key']: unknown key 'odd key'; expected one of app, factory, "
-        "app_dir, server, logging, middleware"
+        "app_dir, wsgi, server, logging, middleware"
     ]
 
 
@@ -629,7 +629,7 @@ def test_yaml_keys_that_are_not_strings(tmp_path: Path) -> None:
     found = problems(tmp_path, "app: x:y\n1: one\n", name="asgikit.yaml")
     assert found == [
         "2:1: error: [1]: unknown key 1; expected one of app, factory, app_dir, "
-        "server, logging, middleware"
+        "wsgi, server, logging, middleware"
     ]
 
 
@@ -926,6 +926,54 @@ async def test_factories_are_called(tmp_path: Path) -> None:
     config = load(tmp_path, 'app = "tests.test_config:make_app"\nfactory = true\n')
     assert build(config) is hello_app
     assert import_app(config, call_factory=False) is make_app
+
+
+def wsgi_hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Path", environ["PATH_INFO"])])
+    return [b"hello from wsgi"]
+
+
+def make_wsgi_hello() -> Any:
+    return wsgi_hello
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # a2wsgi runs on asyncio only
+@pytest.mark.parametrize(
+    "lines",
+    [
+        'app = "tests.test_config:wsgi_hello"',
+        'app = "tests.test_config:make_wsgi_hello"\nfactory = true',
+    ],
+    ids=["app", "factory"],
+)
+async def test_wsgi_apps_are_served_through_a2wsgi_inside_the_middleware(
+    tmp_path: Path, lines: str, anyio_backend: str
+) -> None:
+    pytest.importorskip("a2wsgi", reason="a2wsgi is not installed (pip install 'asgikit[wsgi]')")
+    config = load(tmp_path, f'{lines}\nwsgi = true\n\n[[middleware]]\nuse = "request_id"\n')
+    assert config.wsgi is True
+    app = build(config)
+    assert isinstance(app, RequestIDMiddleware)
+    response = await request(app, "GET", "/some/where")
+    assert response.status == 200
+    assert response.body == b"hello from wsgi"
+    assert response.header("x-path") == "/some/where"
+    assert response.header("x-request-id")
+
+
+def test_wsgi_without_a2wsgi_is_a_config_error_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "a2wsgi", None)  # import a2wsgi now fails
+    config = load(tmp_path, 'app = "tests.test_config:wsgi_hello"\n\nwsgi = true\n')
+    for attempt in (build, lambda config: import_app(config, call_factory=False)):
+        with pytest.raises(ConfigError) as caught:
+            attempt(config)
+        assert [_short(issue) for issue in caught.value.issues] == [
+            "3:1: error: wsgi: wsgi = true serves the app through a2wsgi, which is not "
+            "installed: pip install 'asgikit[wsgi]'"
+        ]
 
 
 def test_the_app_is_imported_from_the_current_then_the_config_directory(
