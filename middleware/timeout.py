@@ -3,12 +3,13 @@
 Theory of operation
 ===================
 
-The app runs in the caller's task, inside a cancel scope, so contextvars flow both ways
-and the ASGI call stays one task (contract rule E3). Beside it, in a task group, runs a
-*watchdog* task: it sleeps until the deadline that applies and then acts, whatever the
-app is doing. That second task is the point: an app stuck in a worker thread (a
+The app runs in the caller's task, inside an anyio cancel scope, so contextvars flow
+both ways and the ASGI call stays one task (contract rule E3). Something else keeps the
+deadline and acts on it, whatever the app is doing: an app stuck in a worker thread (a
 Starlette ``def`` endpoint) or one that swallows cancellation never gets back to its own
-task in time, so only another task can answer at the deadline.
+task in time, so only another task can answer at the deadline. On asyncio that is the
+event loop's shared watch (``_timeout_watch``: one timer for every request, a task only
+when a deadline passes); on trio, a *watchdog* task beside the app in a task group.
 
 Every message the app sends goes through ``_Exchange.send``, which keeps the response
 state (``_State``). The state decides, without any await between deciding and acting,
@@ -23,7 +24,7 @@ what a deadline means:
   after the body (Starlette background tasks) runs on.
 
 Once the middleware answered or aborted, nothing more the app sends reaches the server.
-After cancelling, the watchdog gives the app ``cancel_grace`` seconds to unwind; an app
+After cancelling, the middleware gives the app ``cancel_grace`` seconds to unwind; an app
 still running then (a thread cannot be cancelled) is counted and logged as abandoned. The
 call itself returns only when the app's code returns: a thread cannot be killed, and
 structured concurrency never leaves a task behind.
@@ -36,7 +37,7 @@ import functools
 import math
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -46,6 +47,13 @@ from asgikit.scopes import derive_scope
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._timeout_routes import Policy, RouteTable, build_routes, make_policy
+from ._timeout_watch import Watches, later, spawn
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections import OrderedDict
+
+    from ._timeout_watch import _Watch
 
 __all__ = ["DEADLINE_SCOPE_KEY", "INFO_SCOPE_KEY", "ResponseTimeout", "TimeoutMiddleware"]
 
@@ -113,6 +121,7 @@ class _Exchange:
 
     __slots__ = (
         "abandoned",
+        "answering",
         "app_done",
         "body_done",
         "cancel_scope",
@@ -122,7 +131,10 @@ class _Exchange:
         "first_byte_at",
         "idle_from",
         "info",
+        "owner",
+        "pending",
         "policy",
+        "queue",
         "scope",
         "settled",
         "start_time",
@@ -131,6 +143,7 @@ class _Exchange:
         "total_at",
         "trailers",
         "upstream",
+        "watching",
     )
 
     def __init__(
@@ -162,6 +175,12 @@ class _Exchange:
         # before the watchdog first runs costs no events and no extra trip round the loop.
         self.started: anyio.Event | None = None
         self.settled: anyio.Event | None = None
+        # On asyncio, the loop's watch (see _timeout_watch) instead of a watchdog task.
+        self.watching = False
+        self.queue: OrderedDict[_Exchange, float] | None = None
+        self.pending = ""  # the limit the watch waits for
+        self.answering: asyncio.Task[None] | None = None
+        self.owner: TimeoutMiddleware | None = None
 
     # ---- the app's side (the caller's task) ----------------------------------------
 
@@ -178,6 +197,8 @@ class _Exchange:
         elif state is _State.STREAMING:
             if _ends_response(message, self.trailers):
                 self.state = _State.COMPLETE
+                if self.watching:
+                    self.unwatch()
                 if self.settled is not None:
                     self.settled.set()
         elif state is not _State.COMPLETE:
@@ -226,6 +247,8 @@ class _Exchange:
     def finish(self) -> None:
         """The app's call returned (or raised): wake the watchdog."""
         self.app_done = True
+        if self.watching:
+            self.unwatch()
         if self.started is not None:
             self.started.set()
         if self.settled is not None:
@@ -234,9 +257,17 @@ class _Exchange:
     # ---- what a deadline does (state checked by the caller, no await in between) ----
 
     async def answer(self, limit: str, status: int) -> None:
+        self.answered(limit, status)
+        await self.send_answer(status)
+
+    def answered(self, limit: str, status: int) -> None:
+        if self.watching:
+            self.unwatch()
         self.state = _State.ANSWERED
         self.fired = limit
         self.info.update({"error.type": "timeout", "limit": limit, "status": status})
+
+    async def send_answer(self, status: int) -> None:
         body = _phrase(status)
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
@@ -255,6 +286,8 @@ class _Exchange:
             pass  # the client is gone (contract H7): there is no one left to tell
 
     def abort(self, limit: str) -> None:
+        if self.watching:
+            self.unwatch()
         self.state = _State.ABORTED
         self.fired = limit
         self.info.update({"error.type": "timeout", "limit": limit, "status": None})
@@ -285,6 +318,67 @@ class _Exchange:
         # COMPLETE: work after the final body is not bounded by the deadline. (ANSWERED
         # or ABORTED: the idle limit acted first and cancelled this task.)
         return None
+
+    # ---- the asyncio watch (_timeout_watch): a loop callback, no await ----------------
+
+    def watch(self, watch: _Watch, owner: TimeoutMiddleware) -> None:
+        """Have the loop's watch act on the first deadline that applies."""
+        self.owner = owner
+        self.watching = True
+        policy = self.policy
+        if policy.first_byte is not None and self.first_byte_at is not None:
+            self.pending = "first_byte"
+            watch.add(self, policy.first_byte, self.first_byte_at)
+        else:  # a watched policy has first_byte or total
+            assert policy.total is not None
+            assert self.total_at is not None
+            self.pending = "total"
+            watch.add(self, policy.total, self.total_at)
+
+    def unwatch(self) -> None:
+        self.watching = False
+        queue = self.queue
+        if queue is not None:
+            self.queue = None
+            queue.pop(self, None)
+
+    def expired(self, watch: _Watch, now: float) -> None:
+        """The pending deadline passed (called by the watch, between task steps)."""
+        self.watching = False
+        state = self.state
+        if state is _State.WAITING:
+            status = self.policy.status_code
+            self.answered(self.pending, status)
+            self.answering = spawn(watch, self._deliver(watch, self.pending, status))
+        elif self.pending == "first_byte":
+            # Started in time: the stream runs free, bounded by total alone.
+            if self.total_at is not None:
+                self.pending = "total"
+                self.watching = True
+                watch.add_late(self, self.total_at)
+        else:
+            self.abort("total")
+            self._cancel(watch, "total")
+
+    async def _deliver(self, watch: _Watch, limit: str, status: int) -> None:
+        """Answer at the deadline, from a task of its own, then cancel the app."""
+        try:
+            await self.send_answer(status)
+        except Exception as exc:  # a failing send: re-raised by the caller's task
+            self.error = exc
+        self._cancel(watch, limit)
+
+    def _cancel(self, watch: _Watch, limit: str) -> None:
+        assert self.cancel_scope is not None
+        assert self.owner is not None
+        self.cancel_scope.cancel()
+        if not self.app_done:
+            later(watch, self.owner.cancel_grace, lambda: self._grace_over(limit))
+
+    def _grace_over(self, limit: str) -> None:
+        if not self.app_done:
+            assert self.owner is not None
+            self.owner._abandon(self, limit)
 
     async def unwind(self, grace: float) -> bool:
         """Cancel the app; give it ``grace`` seconds to return. Did it?"""
@@ -323,7 +417,15 @@ class TimeoutMiddleware:
         abandoned_running: How many of those are still running.
     """
 
-    __slots__ = ("_default", "_routes", "abandoned", "abandoned_running", "app", "cancel_grace")
+    __slots__ = (
+        "_default",
+        "_routes",
+        "_watches",
+        "abandoned",
+        "abandoned_running",
+        "app",
+        "cancel_grace",
+    )
 
     def __init__(
         self,
@@ -359,6 +461,7 @@ class TimeoutMiddleware:
         self.cancel_grace = float(cancel_grace)
         self.abandoned = 0
         self.abandoned_running = 0
+        self._watches = Watches()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -383,7 +486,19 @@ class TimeoutMiddleware:
         app_receive = receive if policy.request_body_idle is None else ex.receive
         error: Exception | None = None
         try:
-            if policy.watched:
+            watch = self._watches.current() if policy.watched else None
+            if watch is not None:  # asyncio: the loop's watch, no task per request
+                with anyio.CancelScope() as ex.cancel_scope:
+                    ex.watch(watch, self)
+                    try:
+                        await self.app(scope, app_receive, ex.send)
+                    except Exception as exc:  # re-raised below, once the answer is out
+                        error = exc
+                    finally:
+                        ex.finish()
+                if ex.answering is not None:
+                    await ex.answering
+            elif policy.watched:
                 async with anyio.create_task_group() as tg:
                     ex.cancel_scope = tg.cancel_scope
                     tg.start_soon(self._watch, ex)

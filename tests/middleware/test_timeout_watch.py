@@ -1,0 +1,165 @@
+"""TimeoutMiddleware with many requests at once: the shared deadline watch on asyncio.
+
+On asyncio one timer per event loop serves every request's deadline (see
+``middleware/_timeout_watch.py``); on trio each request has its own watchdog task. These
+tests run on both backends and check what users see (statuses, order, aborts), and on
+asyncio also that the watch lets go of every request once it is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import anyio
+import pytest
+
+from asgikit.contract import enforce
+from asgikit.middleware.timeout import ResponseTimeout, TimeoutMiddleware
+from asgikit.testing import request
+from asgikit.types import Message, Receive, Scope, Send
+
+pytestmark = pytest.mark.anyio
+
+SHORT = 0.05
+LONG = 10.0
+BOUND = 3.0
+
+START: Message = {"type": "http.response.start", "status": 200, "headers": []}
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    """``/fast/...`` answers at once, ``/slow/...`` sleeps past any deadline,
+    ``/stream/...`` starts and stalls, ``/finish/...`` starts, waits, then completes."""
+    path = scope["path"]
+    if path.startswith(("/slow/", "/short/", "/long/")):
+        await anyio.sleep(LONG)
+    if path.startswith("/stream/"):
+        await send(START)
+        await anyio.sleep(LONG)
+    if path.startswith("/finish/"):
+        await send({**START, "headers": []})
+        await anyio.sleep(SHORT * 2)
+        await send({"type": "http.response.body", "body": b"done"})
+        return
+    await send(START)
+    await send({"type": "http.response.body", "body": path.encode()})
+
+
+def middleware(**options: Any) -> tuple[Any, TimeoutMiddleware]:
+    inner = TimeoutMiddleware(enforce(app), **options)
+    return enforce(inner), inner
+
+
+def assert_nothing_watched(inner: TimeoutMiddleware) -> None:
+    """On asyncio: the loop's watch holds no request once all are over."""
+    watch = inner._watches.current()
+    if watch is None:  # trio: nothing shared to check
+        return
+    assert all(not queue for queue in watch.queues.values())
+    assert all(not ex.watching for _, _, ex in watch.late)
+
+
+async def test_concurrent_requests_each_get_their_own_outcome() -> None:
+    served, inner = middleware(total=SHORT)
+    outcomes: dict[str, tuple[int, float]] = {}
+    began = anyio.current_time()
+
+    async def one(path: str) -> None:
+        response = await request(served, "GET", path)
+        outcomes[path] = (response.status, anyio.current_time() - began)
+
+    async with anyio.create_task_group() as tg:
+        for number in range(20):
+            tg.start_soon(one, f"/fast/{number}")
+            tg.start_soon(one, f"/slow/{number}")
+    assert {path: status for path, (status, _) in outcomes.items()} == {
+        **{f"/fast/{number}": 200 for number in range(20)},
+        **{f"/slow/{number}": 504 for number in range(20)},
+    }
+    assert max(elapsed for _, elapsed in outcomes.values()) < BOUND
+    assert inner.abandoned == 0
+    assert_nothing_watched(inner)
+
+
+async def test_shorter_limits_fire_first_whatever_the_arrival_order() -> None:
+    served, inner = middleware(
+        total=LONG, routes={"/short": {"total": SHORT}, "/long": {"total": SHORT * 4}}
+    )
+    answered: list[str] = []
+
+    async def one(path: str) -> None:
+        response = await request(served, "GET", path)
+        assert response.status == 504
+        answered.append(path.split("/")[1])
+
+    async with anyio.create_task_group() as tg:
+        # The long ones arrive first: the short ones' deadline is earlier than the timer.
+        for number in range(5):
+            tg.start_soon(one, f"/long/{number}")
+        await anyio.sleep(0.001)
+        for number in range(5):
+            tg.start_soon(one, f"/short/{number}")
+    assert answered == ["short"] * 5 + ["long"] * 5
+    assert_nothing_watched(inner)
+
+
+async def test_streams_past_first_byte_are_bounded_by_total_and_finished_ones_let_go() -> None:
+    served, inner = middleware(total=SHORT * 4, first_byte=SHORT)
+    outcomes: dict[str, str] = {}
+
+    async def one(path: str) -> None:
+        try:
+            response = await request(served, "GET", path)
+        except ResponseTimeout as exc:
+            outcomes[path] = f"aborted by {exc.limit}"
+        else:
+            outcomes[path] = f"{response.status} {response.body.decode()}"
+
+    async with anyio.create_task_group() as tg:
+        for number in range(3):
+            tg.start_soon(one, f"/stream/{number}")
+            tg.start_soon(one, f"/finish/{number}")
+            tg.start_soon(one, f"/slow/{number}")
+    assert outcomes == {
+        **{f"/stream/{number}": "aborted by total" for number in range(3)},
+        **{f"/finish/{number}": "200 done" for number in range(3)},
+        **{f"/slow/{number}": "504 Gateway Timeout" for number in range(3)},
+    }
+    assert_nothing_watched(inner)
+
+
+async def test_an_app_that_unwinds_within_the_grace_is_not_abandoned() -> None:
+    served, inner = middleware(total=SHORT, cancel_grace=SHORT)
+    response = await request(served, "GET", "/slow/")
+    assert response.status == 504
+    await anyio.sleep(SHORT * 2)  # the grace passes with the app long gone
+    assert inner.abandoned == 0
+
+
+def test_one_middleware_serves_event_loops_in_two_threads() -> None:
+    served, _ = middleware(total=SHORT)
+    results: dict[str, list[int]] = {}
+    both_running = threading.Barrier(2, timeout=BOUND)
+
+    def serve(name: str) -> None:
+        async def main() -> None:
+            statuses = []
+            for _ in range(3):  # the loops take turns with the middleware
+                both_running.wait()
+                responses = await asyncio.gather(
+                    request(served, "GET", f"/slow/{name}"),
+                    request(served, "GET", f"/fast/{name}"),
+                )
+                statuses += [response.status for response in responses]
+            results[name] = statuses
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=serve, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(BOUND)
+    assert results == {"a": [504, 200] * 3, "b": [504, 200] * 3}
