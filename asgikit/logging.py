@@ -450,15 +450,16 @@ def configure(
     out: TextIO
     if console:
         use_colors = _colors_for(console_stream) if colors is None else colors
-        formatter: Any = (
-            structlog.dev.default_exception_formatter
-            if getattr(structlog.dev, "rich", None) is not None
-            else _escaped_traceback  # rich strips control codes itself
-        )
+        # Plain tracebacks, even where rich is installed (another package may bring it):
+        # structlog's rich formatter prints every frame's locals, request headers and
+        # all, past the access log's redaction, and the output would depend on what
+        # else happens to be installed.
         render = text_render = [
             EscapeControlCharacters(),
             AccessLineFormatter(colors=use_colors),
-            structlog.dev.ConsoleRenderer(colors=use_colors, exception_formatter=formatter),
+            structlog.dev.ConsoleRenderer(
+                colors=use_colors, exception_formatter=_escaped_traceback
+            ),
         ]
         out = console_stream
         logger_factory = structlog.WriteLoggerFactory(file=console_stream)

@@ -223,6 +223,26 @@ async def test_the_console_line_of_a_request() -> None:
     assert "url.path" not in line and "client.address" not in line
 
 
+async def test_console_tracebacks_never_show_locals_even_with_rich_installed() -> None:
+    # litestar brings rich into the dev environment; structlog would then use its
+    # traceback formatter, which prints each frame's locals (the scope, its headers).
+    stream = io.StringIO()
+    configure(format="console", colors=False, stream=stream, stdlib=False)
+
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        api_key = "sk-do-not-log-me"
+        raise RuntimeError(f"failed after {len(api_key)} characters")
+
+    with pytest.raises(RuntimeError):
+        await request(
+            enforce(AccessLogMiddleware(enforce(failing))),
+            headers={"authorization": "Bearer do-not-log-me-either"},
+        )
+    output = stream.getvalue()
+    assert "Traceback (most recent call last)" in output
+    assert "do-not-log-me" not in output
+
+
 async def test_the_console_line_of_an_error_with_its_traceback() -> None:
     stream = io.StringIO()
     configure(format="console", colors=False, stream=stream, stdlib=False)
