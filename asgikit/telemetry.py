@@ -1,0 +1,360 @@
+"""OpenTelemetry SDK set-up: providers, exporters and resource, from options or ``OTEL_*``.
+
+``configure()`` is called once at start-up (``asgikit serve`` calls it from the config
+file's ``[telemetry]`` table). It builds a ``TracerProvider`` and a ``MeterProvider``
+with the exporters asked for (console for development, OTLP for production, Prometheus
+for scraping), installs them as the global providers, and returns a ``Telemetry`` whose
+``shutdown()`` flushes what is pending. ``TracingMiddleware`` then finds the providers
+through the OpenTelemetry API. Options left at None fall back to the standard
+environment variables; what the SDK and the exporters read themselves (endpoints,
+headers, the sampler when no option names one, batch and interval settings) is left to
+them. See ``docs/telemetry.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace as trace_api
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+from asgikit._telemetry_exporters import (
+    MetricsExporter,
+    SamplerName,
+    TracesExporter,
+    check_instances,
+    metric_reader,
+    metrics_exporters,
+    prometheus_port_from_env,
+    sampler_from,
+    span_processor,
+    traces_exporters,
+)
+from asgikit._telemetry_prometheus import (
+    MetricsEndpoint,
+    MissingExtraError,
+    PrometheusServer,
+    check_port,
+    import_prometheus_client,
+    start_prometheus_server,
+)
+
+__all__ = [
+    "MetricsEndpoint",
+    "MetricsExporter",
+    "MissingExtraError",
+    "PrometheusServer",
+    "SamplerName",
+    "Telemetry",
+    "TracesExporter",
+    "configure",
+    "global_providers_set",
+    "start_prometheus_server",
+]
+
+
+class Telemetry:
+    """What ``configure()`` set up, and the way to flush and shut it down.
+
+    Usable as a context manager: leaving the ``with`` block calls ``shutdown()``.
+    """
+
+    __slots__ = (
+        "_lock",
+        "_shut_down",
+        "is_global",
+        "meter_provider",
+        "metrics",
+        "prometheus_registry",
+        "prometheus_server",
+        "resource",
+        "tracer_provider",
+        "traces",
+    )
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: TracerProvider,
+        meter_provider: MeterProvider,
+        resource: Resource,
+        traces: tuple[str, ...],
+        metrics: tuple[str, ...],
+        prometheus_server: PrometheusServer | None,
+        prometheus_registry: Any,
+        is_global: bool,
+    ) -> None:
+        self.tracer_provider = tracer_provider
+        """The SDK ``TracerProvider``: pass it to ``TracingMiddleware`` when not global."""
+        self.meter_provider = meter_provider
+        """The SDK ``MeterProvider``."""
+        self.resource = resource
+        """The resource every span and metric carries (``service.name`` and the rest)."""
+        self.traces = traces
+        """The span exporters set up, e.g. ``("otlp",)``; empty for none."""
+        self.metrics = metrics
+        """The metric exporters set up, e.g. ``("prometheus",)``; empty for none."""
+        self.prometheus_server = prometheus_server
+        """The Prometheus scrape server, when a port was asked for."""
+        self.prometheus_registry = prometheus_registry
+        """The prometheus_client registry the metrics are in (for ``MetricsEndpoint``)."""
+        self.is_global = is_global
+        """Whether the providers were installed as OpenTelemetry's global ones."""
+        self._lock = threading.Lock()
+        self._shut_down = False
+
+    @property
+    def shut_down(self) -> bool:
+        """Whether ``shutdown()`` was called."""
+        return self._shut_down
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Export pending spans and collect metrics now; False if spans timed out."""
+        spans_flushed = self.tracer_provider.force_flush(timeout_millis)
+        self.meter_provider.force_flush(timeout_millis)
+        return spans_flushed
+
+    def shutdown(self) -> None:
+        """Flush and shut down the providers, then stop the Prometheus server.
+
+        Safe to call more than once and from several threads: the first call does the
+        work, the others wait for it to finish and return. Global providers stay
+        installed (OpenTelemetry cannot unset them) but record nothing more.
+        """
+        with self._lock:  # held throughout: a concurrent caller returns once it is done
+            if self._shut_down:
+                return
+            self._shut_down = True
+            try:
+                self.tracer_provider.shutdown()
+                self.meter_provider.shutdown()
+            finally:
+                if self.prometheus_server is not None:
+                    self.prometheus_server.stop()
+
+    def __enter__(self) -> Telemetry:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        service = self.resource.attributes.get(SERVICE_NAME)
+        return (
+            f"<Telemetry service={service!r} traces={list(self.traces)} "
+            f"metrics={list(self.metrics)} global={self.is_global} "
+            f"shut_down={self._shut_down}>"
+        )
+
+
+def global_providers_set() -> bool:
+    """Whether a global tracer or meter provider is installed (they can be set only once)."""
+    if not isinstance(trace_api.get_tracer_provider(), trace_api.ProxyTracerProvider):
+        return True
+    # The API hands out a proxy until a meter provider is set; it has no public name.
+    return type(metrics_api.get_meter_provider()).__name__ != "_ProxyMeterProvider"
+
+
+def _resource(service_name: object, attributes: object) -> Resource:
+    given: dict[str, str] = {}
+    if attributes is not None:
+        if not isinstance(attributes, Mapping):
+            raise TypeError(f"resource_attributes: expected a mapping, not {attributes!r}")
+        for key, value in attributes.items():
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"resource_attributes: keys are non-empty str, not {key!r}")
+            if not isinstance(value, str):
+                raise TypeError(f"resource_attributes[{key!r}]: expected a str, not {value!r}")
+            given[key] = value
+    if service_name is not None:
+        if not isinstance(service_name, str):
+            raise TypeError(f"service_name: expected a str, not {service_name!r}")
+        if not service_name.strip():
+            raise ValueError("service_name: expected a name, not an empty str")
+        if given.get(SERVICE_NAME, service_name) != service_name:
+            raise ValueError(
+                f"service_name: {service_name!r} but resource_attributes names "
+                f"{given[SERVICE_NAME]!r}; give it once"
+            )
+        given[SERVICE_NAME] = service_name
+    # Resource.create merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME under these.
+    return Resource.create(given)
+
+
+def configure(
+    *,
+    service_name: str | None = None,
+    traces: TracesExporter | None = None,
+    metrics: MetricsExporter | None = None,
+    sampler: SamplerName | None = None,
+    sampler_ratio: float | None = None,
+    prometheus_port: int | None = None,
+    prometheus_host: str | None = None,
+    resource_attributes: Mapping[str, str] | None = None,
+    set_global: bool = True,
+    span_processors: Sequence[Any] = (),
+    metric_readers: Sequence[Any] = (),
+    prometheus_registry: Any = None,
+) -> Telemetry:
+    """Set up the OpenTelemetry SDK: resource, tracer and meter providers, exporters.
+
+    Call it once, at start-up, before the app handles requests.
+
+    Args:
+        service_name: The ``service.name`` resource attribute; else ``OTEL_SERVICE_NAME``,
+            else ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``, else the SDK's
+            ``unknown_service``.
+        traces: Where spans go: ``"console"`` (printed at once, for development),
+            ``"otlp"`` (batched, OTLP over HTTP: the ``otlp`` extra) or ``"none"``.
+            Else ``OTEL_TRACES_EXPORTER`` (a comma-separated list); unset means none.
+        metrics: Where metrics go: ``"console"``, ``"otlp"`` (both every
+            ``OTEL_METRIC_EXPORT_INTERVAL`` ms, 60000 by default), ``"prometheus"``
+            (scraped: the ``prometheus`` extra) or ``"none"``. Else
+            ``OTEL_METRICS_EXPORTER``; unset means none.
+        sampler: ``"always_on"``, ``"always_off"``, ``"traceidratio"`` or their
+            ``"parentbased_..."`` forms. None lets the SDK read ``OTEL_TRACES_SAMPLER``
+            and ``OTEL_TRACES_SAMPLER_ARG`` (default ``parentbased_always_on``).
+        sampler_ratio: The ratio of traces a ``traceidratio`` sampler keeps, 0 to 1
+            (default 1). Given alone, it means ``parentbased_traceidratio``.
+        prometheus_port: With ``metrics="prometheus"``, serve the metrics on this port
+            from a thread of their own (0: any free port); else
+            ``OTEL_EXPORTER_PROMETHEUS_PORT``; else no server (serve them on a path of
+            the app with ``MetricsEndpoint``).
+        prometheus_host: The address that port listens on; else
+            ``OTEL_EXPORTER_PROMETHEUS_HOST``, else ``127.0.0.1`` (loopback only).
+        resource_attributes: More resource attributes (``deployment.environment.name``,
+            ``service.version``...), over those of ``OTEL_RESOURCE_ATTRIBUTES``.
+        set_global: Install the providers as OpenTelemetry's global ones, which
+            ``TracingMiddleware`` and other instrumentation use by default. The API allows
+            that once per process: a second time raises ``RuntimeError``.
+        span_processors: More span processors, added before the exporters' (in code
+            only: ``InMemorySpanExporter`` in tests, a custom processor).
+        metric_readers: More metric readers (in code only: ``InMemoryMetricReader``).
+        prometheus_registry: The prometheus_client registry for ``"prometheus"``;
+            prometheus_client's global ``REGISTRY`` by default.
+
+    Returns:
+        The ``Telemetry``: the providers, and ``shutdown()`` for the end of the process.
+
+    Raises:
+        ValueError: An option (or the environment variable read in its place) is not
+            one of the known values; the message starts with the option's name.
+        TypeError: An option has the wrong type.
+        MissingExtraError: ``otlp`` or ``prometheus`` is asked for but its extra is not
+            installed (an ``ImportError``; the message gives the ``pip install``).
+        RuntimeError: ``set_global`` and global providers are already installed.
+        OSError: The Prometheus port cannot be listened on.
+    """
+    if not isinstance(set_global, bool):
+        raise TypeError(f"set_global: expected a bool, not {set_global!r}")
+    resource = _resource(service_name, resource_attributes)
+    span_exporters = traces_exporters(traces)
+    metric_exporters = metrics_exporters(metrics)
+    chosen_sampler = sampler_from(sampler, sampler_ratio)
+    extra_processors = check_instances(
+        "span_processors", span_processors, SpanProcessor, "SpanProcessor"
+    )
+    extra_readers = check_instances("metric_readers", metric_readers, MetricReader, "MetricReader")
+    if prometheus_registry is not None and not callable(
+        getattr(prometheus_registry, "register", None)
+    ):
+        raise TypeError(
+            f"prometheus_registry: expected a prometheus_client CollectorRegistry, "
+            f"not {prometheus_registry!r}"
+        )
+    port, host = _prometheus_address(prometheus_port, prometheus_host, metric_exporters)
+    if set_global and global_providers_set():
+        raise RuntimeError(
+            "set_global: global OpenTelemetry providers are already installed (by an "
+            "earlier configure() or other code), and the API allows that once per "
+            "process; call configure() once at start-up, or pass set_global=False and "
+            "hand telemetry.tracer_provider and .meter_provider to what needs them"
+        )
+
+    # Build every exporter before anything is installed; if one fails (a missing
+    # extra), shut down those already built: no thread or registration is left behind.
+    processors: list[SpanProcessor] = list(extra_processors)
+    readers: list[MetricReader] = list(extra_readers)
+    try:
+        # One at a time (not extend), so that those built before a failure are known.
+        for name in span_exporters:
+            processors.append(span_processor(name))  # noqa: PERF401
+        for name in metric_exporters:
+            readers.append(metric_reader(name, prometheus_registry))  # noqa: PERF401
+    except BaseException:
+        _shutdown_built(processors[len(extra_processors) :], readers[len(extra_readers) :])
+        raise
+    tracer_provider = TracerProvider(sampler=chosen_sampler, resource=resource)
+    for processor in processors:
+        tracer_provider.add_span_processor(processor)
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    if "prometheus" in metric_exporters and prometheus_registry is None:
+        prometheus_registry = import_prometheus_client("metrics").REGISTRY
+    server = None
+    if port is not None:
+        try:
+            server = start_prometheus_server(port=port, host=host, registry=prometheus_registry)
+        except OSError as exc:
+            tracer_provider.shutdown()
+            meter_provider.shutdown()
+            raise OSError(
+                f"prometheus_port: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from exc
+    if set_global:
+        trace_api.set_tracer_provider(tracer_provider)
+        metrics_api.set_meter_provider(meter_provider)
+    return Telemetry(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        resource=resource,
+        traces=span_exporters,
+        metrics=metric_exporters,
+        prometheus_server=server,
+        prometheus_registry=prometheus_registry,
+        is_global=set_global,
+    )
+
+
+def _shutdown_built(processors: list[SpanProcessor], readers: list[MetricReader]) -> None:
+    for processor in processors:
+        processor.shutdown()
+    for reader in readers:
+        reader.shutdown()
+
+
+def _prometheus_address(
+    port: object, host: object, exporters: tuple[str, ...]
+) -> tuple[int | None, str]:
+    """The port (None: no server) and host of the Prometheus server."""
+    resolved = None if port is None else check_port(port, "prometheus_port")
+    if resolved is not None and "prometheus" not in exporters:
+        raise ValueError("prometheus_port: only used with metrics='prometheus'")
+    if host is not None:
+        if not isinstance(host, str):
+            raise TypeError(f"prometheus_host: expected a str, not {host!r}")
+        if not host.strip():
+            raise ValueError("prometheus_host: expected an address, not an empty str")
+        if "prometheus" not in exporters:
+            raise ValueError("prometheus_host: only used with metrics='prometheus'")
+    if "prometheus" not in exporters:
+        return None, ""
+    if resolved is None:
+        resolved = prometheus_port_from_env()
+        if resolved is None and host is not None:
+            raise ValueError("prometheus_host: only used with a prometheus_port")
+    if isinstance(host, str):
+        return resolved, host
+    return resolved, os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "").strip() or "127.0.0.1"
