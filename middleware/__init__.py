@@ -6,6 +6,7 @@ from asgikit.middleware.cors import CORSMiddleware
 from asgikit.middleware.proxy_headers import ProxyHeadersMiddleware
 from asgikit.middleware.request_id import RequestIDMiddleware
 from asgikit.middleware.timeout import ResponseTimeout, TimeoutMiddleware
+from asgikit.middleware.tracing import TracingMiddleware
 
 __all__ = [
     "AccessLogMiddleware",
@@ -15,4 +16,5 @@ __all__ = [
     "RequestIDMiddleware",
     "ResponseTimeout",
     "TimeoutMiddleware",
+    "TracingMiddleware",
 ]

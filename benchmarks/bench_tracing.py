@@ -1,0 +1,172 @@
+"""TracingMiddleware beside opentelemetry-instrumentation-asgi and the SDK floor, in one run.
+
+python -m benchmarks.bench_tracing [--rounds 15] [--min-time 0.05]
+
+Every traced case uses the same SDK set-up: a ``TracerProvider`` whose
+``SimpleSpanProcessor`` hands spans to an exporter that drops them, and a
+``MeterProvider`` read by an ``InMemoryMetricReader``. Cases:
+
+- the bare app;
+- the *SDK floor*: a hand-written ASGI wrapper making only the calls any tracing
+  middleware must make: start a span, end it, record one histogram value;
+- opentelemetry-instrumentation-asgi's ``OpenTelemetryMiddleware``, by default (three
+  spans per request: the server span and internal ``send``/``receive`` spans) and with
+  ``exclude_spans=["receive", "send"]``;
+- asgikit's ``TracingMiddleware`` (traces and metrics), on a sampled request, on an
+  unsampled one (sampler ``ALWAYS_OFF``; and, in the second table, ``ParentBased`` with
+  a non-sampled ``traceparent``), unsampled with a no-op ``MeterProvider`` (what the
+  tracing side alone costs), and on an excluded path.
+
+Added cost = case - bare app. Goals (issue 7): ours <= 1/4 of the contrib middleware's,
+<= 1.3x the SDK floor's; unsampled and excluded within 3 µs of the bare app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind
+
+from asgikit.middleware.tracing import TracingMiddleware
+from asgikit.types import ASGIApp, Receive, Scope, Send
+from benchmarks.harness import Request, Result, bare_app, report, run_asgi
+
+__all__ = ["DroppingExporter", "SDKFloor", "main"]
+
+BARE = "bare app"
+FLOOR = "SDK floor (start span, end span, one histogram)"
+CONTRIB = "opentelemetry-instrumentation-asgi"
+CONTRIB_LEAN = 'opentelemetry-instrumentation-asgi, exclude_spans=["receive","send"]'
+OURS = "asgikit TracingMiddleware"
+OURS_UNSAMPLED = "asgikit TracingMiddleware, unsampled (ALWAYS_OFF)"
+OURS_UNSAMPLED_NO_METRICS = "asgikit TracingMiddleware, unsampled, no-op MeterProvider"
+OURS_EXCLUDED = "asgikit TracingMiddleware, excluded path"
+OURS_PARENT = "asgikit TracingMiddleware, unsampled (non-sampled traceparent)"
+
+_HEADERS = [
+    (b"host", b"127.0.0.1:8000"),
+    (b"user-agent", b"asgikit-benchmarks/1"),
+    (b"accept", b"*/*"),
+]
+PLAIN = Request(path="/items/42", headers=_HEADERS)
+UNSAMPLED_PARENT = Request(
+    path="/items/42",
+    headers=[
+        *_HEADERS,
+        (b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"),
+    ],
+)
+
+
+class DroppingExporter(SpanExporter):
+    """An exporter that accepts every span and keeps nothing."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _providers(sampler: Any = None) -> tuple[TracerProvider, MeterProvider]:
+    tracer_provider = TracerProvider() if sampler is None else TracerProvider(sampler=sampler)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(DroppingExporter()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    return tracer_provider, meter_provider
+
+
+class SDKFloor:
+    """The calls a tracing middleware makes anyway: start a span, end it, one histogram."""
+
+    def __init__(self, app: ASGIApp, tracer_provider: Any, meter_provider: Any) -> None:
+        self.app = app
+        self.tracer = tracer_provider.get_tracer("floor")
+        self.histogram = meter_provider.get_meter("floor").create_histogram(
+            "http.server.request.duration", unit="s"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.time_ns()
+        span = self.tracer.start_span(scope["method"], kind=SpanKind.SERVER, start_time=start)
+        await self.app(scope, receive, send)
+        end = time.time_ns()
+        span.end(end_time=end)
+        self.histogram.record((end - start) / 1e9, {"http.request.method": scope["method"]})
+
+
+def _contrib(app: ASGIApp, **options: Any) -> ASGIApp:
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    tracer_provider, meter_provider = _providers()
+    return cast(
+        ASGIApp,
+        OpenTelemetryMiddleware(
+            app, tracer_provider=tracer_provider, meter_provider=meter_provider, **options
+        ),
+    )
+
+
+def _ours(app: ASGIApp, sampler: Any = None, **options: Any) -> ASGIApp:
+    tracer_provider, meter_provider = _providers(sampler)
+    options.setdefault("meter_provider", meter_provider)
+    return TracingMiddleware(app, tracer_provider=tracer_provider, **options)
+
+
+def added(results: Sequence[Result], case: str, versus: str | None = None) -> float:
+    """*case*'s added cost over the bare app (µs), or its ratio to *versus*'s added cost."""
+    by_case = {r.case: r.median_us for r in results}
+    bare = by_case[BARE]
+    cost = by_case[case] - bare
+    return cost if versus is None else cost / (by_case[versus] - bare)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_tracing")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--min-time", type=float, default=0.05)
+    args = parser.parse_args(argv)
+    floor_providers = _providers()
+    apps: dict[str, ASGIApp] = {
+        BARE: bare_app,
+        FLOOR: SDKFloor(bare_app, *floor_providers),
+        CONTRIB: _contrib(bare_app),
+        CONTRIB_LEAN: _contrib(bare_app, exclude_spans=["receive", "send"]),
+        OURS: _ours(bare_app),
+        OURS_UNSAMPLED: _ours(bare_app, ALWAYS_OFF),
+        OURS_UNSAMPLED_NO_METRICS: _ours(bare_app, ALWAYS_OFF, meter_provider=NoOpMeterProvider()),
+        OURS_EXCLUDED: _ours(bare_app, exclude_paths=["/items/*"]),
+    }
+    results = run_asgi(
+        apps, baseline=BARE, request=PLAIN, rounds=args.rounds, min_time=args.min_time
+    )
+    print(report(results, "Tracing, GET /items/42 (traces + metrics)"))
+    print(
+        f"Added per-request cost: ours {added(results, OURS):.2f} µs; "
+        f"{added(results, OURS, CONTRIB):.2f}x the contrib middleware's (goal <= 0.25x), "
+        f"{added(results, OURS, CONTRIB_LEAN):.2f}x its lean mode's, "
+        f"{added(results, OURS, FLOOR):.2f}x the SDK floor's (goal <= 1.3x); "
+        f"unsampled +{added(results, OURS_UNSAMPLED):.2f} µs "
+        f"(+{added(results, OURS_UNSAMPLED_NO_METRICS):.2f} µs without metrics), "
+        f"excluded +{added(results, OURS_EXCLUDED):.2f} µs (goal <= 3 µs)\n"
+    )
+    parent_apps: dict[str, ASGIApp] = {BARE: bare_app, OURS_PARENT: _ours(bare_app)}
+    results = run_asgi(
+        parent_apps,
+        baseline=BARE,
+        request=UNSAMPLED_PARENT,
+        rounds=args.rounds,
+        min_time=args.min_time,
+    )
+    print(report(results, "Tracing, a request with a non-sampled traceparent"))
+    print(f"Added per-request cost: +{added(results, OURS_PARENT):.2f} µs (goal <= 3 µs)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

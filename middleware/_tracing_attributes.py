@@ -1,0 +1,278 @@
+"""TracingMiddleware's pure pieces: semantic-convention names, span attributes, the carrier.
+
+Nothing here starts spans or records metrics: ``SpanAttributes`` turns a scope into the
+stable HTTP semantic-convention attributes, ``HeaderGetter`` lets the global propagator
+read raw ASGI headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.semconv.attributes import (
+    client_attributes,
+    error_attributes,
+    http_attributes,
+    network_attributes,
+    server_attributes,
+    url_attributes,
+    user_agent_attributes,
+)
+from opentelemetry.semconv.metrics import http_metrics
+from opentelemetry.trace import Span, Status, StatusCode
+
+from asgikit.scopes import innermost_with
+from asgikit.types import Scope
+
+from ._access_log_fields import (
+    ALWAYS_REDACTED_HEADERS,
+    PEER_SCOPE_KEY,
+    REDACTED,
+    QueryRedactor,
+    route_template,
+)
+from ._forwarded import parse_host
+
+__all__ = [
+    "ACTIVE_REQUESTS",
+    "CANCELLED",
+    "CLIENT_ADDRESS",
+    "DISCONNECTED",
+    "DURATION_BUCKETS",
+    "ERROR_TYPE",
+    "HTTP_ROUTE",
+    "HTTP_STATUS",
+    "METHOD",
+    "METHODS",
+    "OTHER_METHOD",
+    "REQUEST_BODY_SIZE",
+    "REQUEST_DURATION",
+    "RESPONSE_BODY_SIZE",
+    "URL_PATH",
+    "URL_SCHEME",
+    "HeaderGetter",
+    "SpanAttributes",
+    "capture",
+    "error_status",
+    "route_of",
+]
+
+# Read once, at import: the stable names (opentelemetry-semantic-conventions).
+METHOD: Final = http_attributes.HTTP_REQUEST_METHOD
+METHOD_ORIGINAL: Final = http_attributes.HTTP_REQUEST_METHOD_ORIGINAL
+HTTP_STATUS: Final = http_attributes.HTTP_RESPONSE_STATUS_CODE
+HTTP_ROUTE: Final = http_attributes.HTTP_ROUTE
+URL_PATH: Final = url_attributes.URL_PATH
+URL_QUERY: Final = url_attributes.URL_QUERY
+URL_SCHEME: Final = url_attributes.URL_SCHEME
+SERVER_ADDRESS: Final = server_attributes.SERVER_ADDRESS
+SERVER_PORT: Final = server_attributes.SERVER_PORT
+CLIENT_ADDRESS: Final = client_attributes.CLIENT_ADDRESS
+CLIENT_PORT: Final = client_attributes.CLIENT_PORT
+PEER_ADDRESS: Final = network_attributes.NETWORK_PEER_ADDRESS
+PEER_PORT: Final = network_attributes.NETWORK_PEER_PORT
+PROTOCOL_NAME: Final = network_attributes.NETWORK_PROTOCOL_NAME
+PROTOCOL_VERSION: Final = network_attributes.NETWORK_PROTOCOL_VERSION
+USER_AGENT: Final = user_agent_attributes.USER_AGENT_ORIGINAL
+ERROR_TYPE: Final = error_attributes.ERROR_TYPE
+REQUEST_HEADER_PREFIX: Final = "http.request.header."
+RESPONSE_HEADER_PREFIX: Final = "http.response.header."
+
+REQUEST_DURATION: Final = http_metrics.HTTP_SERVER_REQUEST_DURATION
+# Not stable yet (semconv's incubating module): spelled out rather than imported from it.
+ACTIVE_REQUESTS: Final = "http.server.active_requests"
+REQUEST_BODY_SIZE: Final = "http.server.request.body.size"
+RESPONSE_BODY_SIZE: Final = "http.server.response.body.size"
+
+DURATION_BUCKETS: Final = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1,
+    2.5,
+    5,
+    7.5,
+    10,
+)
+"""The advisory bucket boundaries of ``http.server.request.duration`` (seconds)."""
+
+DISCONNECTED: Final = "asgikit.disconnected"
+"""Marker attribute: the client went away before the response was complete."""
+CANCELLED: Final = "asgikit.cancelled"
+"""Marker attribute: the request's task was cancelled (server shutdown, outer deadline)."""
+
+OTHER_METHOD: Final = "_OTHER"
+METHODS: Final = {
+    name: name
+    for name in ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
+}
+"""Known methods, as themselves; any other method is reported as ``_OTHER``."""
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_HOST: Final = b"host"
+_USER_AGENT: Final = b"user-agent"
+_CACHE_SIZE: Final = 256
+_ROUTE_KEYS: Final = ("route", "path_template")
+
+
+class HeaderGetter(Getter[Any]):
+    """Read a raw ASGI header list for a propagator.
+
+    Repeated fields are joined with ``,`` (RFC 9110, section 5.3): two ``traceparent``
+    fields then make one invalid value, so the request starts a new trace, as the W3C
+    trace-context specification requires; repeated ``tracestate`` fields combine.
+    """
+
+    __slots__ = ()
+
+    def get(self, carrier: Any, key: str) -> list[str] | None:
+        """The field's value(s) for *key* (a lowercase name), joined into one str."""
+        wanted = key.encode("latin-1")
+        found: list[bytes] = []
+        for name, value in carrier:
+            if name == wanted:
+                found.append(value)
+        if not found:
+            return None
+        if len(found) == 1:
+            return [found[0].decode("latin-1")]
+        return [b",".join(found).decode("latin-1")]
+
+    def keys(self, carrier: Any) -> list[str]:
+        """Every header name in the carrier."""
+        return [name.decode("latin-1") for name, _ in carrier]
+
+
+_Capture = dict[bytes, tuple[str, bool]]
+"""Header name -> (attribute name, redacted)."""
+
+
+def _capture_table(names: Iterable[bytes], prefix: str) -> _Capture | None:
+    always = {name.encode("ascii") for name in ALWAYS_REDACTED_HEADERS}
+    table = {name: (prefix + name.decode("ascii"), name in always) for name in names}
+    return table or None
+
+
+class SpanAttributes:
+    """Build a request's span attributes from its scope (stable HTTP conventions).
+
+    Args:
+        query_params: Query parameter name patterns whose values are redacted.
+        request_headers: Lowercase request header names captured as
+            ``http.request.header.<name>``.
+        response_headers: Lowercase response header names captured as
+            ``http.response.header.<name>``.
+    """
+
+    __slots__ = ("_hosts", "_redactor", "_request_capture", "response_capture")
+
+    def __init__(
+        self,
+        *,
+        query_params: Iterable[str],
+        request_headers: Iterable[bytes],
+        response_headers: Iterable[bytes],
+    ) -> None:
+        self._redactor = QueryRedactor(query_params)
+        self._request_capture = _capture_table(request_headers, REQUEST_HEADER_PREFIX)
+        self.response_capture = _capture_table(response_headers, RESPONSE_HEADER_PREFIX)
+        """Response headers to capture, or None."""
+        # Host header -> (address, port or None): the same few hosts on every request.
+        self._hosts: dict[bytes, tuple[str, int | None] | None] = {}
+
+    def request(self, scope: Scope, method: str, scheme: str) -> dict[str, Any]:
+        """The attributes known when the request arrives, beyond those the span starts with.
+
+        Args:
+            scope: The http or websocket scope.
+            method: The method as reported (``_OTHER`` for unknown ones).
+            scheme: The scope's scheme.
+        """
+        attributes: dict[str, Any] = {}
+        if method == OTHER_METHOD:
+            attributes[METHOD_ORIGINAL] = scope.get("method", "")
+        query = scope.get("query_string")
+        if query:
+            attributes[URL_QUERY] = self._redactor.redact(query.decode("latin-1"))
+        attributes[PROTOCOL_NAME] = "http"
+        attributes[PROTOCOL_VERSION] = scope.get("http_version", "1.1")
+        host = user_agent = None
+        headers = scope.get("headers", ())
+        for name, value in headers:
+            if name == _HOST:
+                if host is None:
+                    host = value
+            elif name == _USER_AGENT and user_agent is None:
+                user_agent = value
+        if host is not None:
+            server = self._server(host)
+            if server is not None:
+                attributes[SERVER_ADDRESS] = server[0]
+                port = server[1] if server[1] is not None else _DEFAULT_PORTS.get(scheme)
+                if port is not None:
+                    attributes[SERVER_PORT] = port
+        if user_agent is not None:
+            attributes[USER_AGENT] = user_agent.decode("latin-1")
+        client = scope.get("client")
+        if client:
+            attributes[CLIENT_ADDRESS] = client[0]
+            if client[1]:  # 0: a proxy named the client without a port
+                attributes[CLIENT_PORT] = client[1]
+        peer = scope.get(PEER_SCOPE_KEY) or client
+        if peer:
+            attributes[PEER_ADDRESS] = peer[0]
+            if peer[1]:
+                attributes[PEER_PORT] = peer[1]
+        if self._request_capture is not None:
+            capture(headers, self._request_capture, attributes)
+        return attributes
+
+    def _server(self, host: bytes) -> tuple[str, int | None] | None:
+        hosts = self._hosts
+        try:
+            return hosts[host]
+        except KeyError:
+            pass
+        server = parse_host(host)
+        if len(hosts) >= _CACHE_SIZE:
+            hosts.clear()
+        hosts[host] = server
+        return server
+
+
+def capture(headers: Any, wanted: _Capture, attributes: dict[str, Any]) -> None:
+    """Add the *wanted* headers' values to *attributes*, as lists, redacted as listed."""
+    found: dict[str, list[str]] = {}
+    for name, value in headers:
+        entry = wanted.get(name)
+        if entry is not None:
+            key, redacted = entry
+            found.setdefault(key, []).append(REDACTED if redacted else value.decode("latin-1"))
+    attributes.update(found)
+
+
+def route_of(scope: Scope) -> str | None:
+    """The route template the framework left in this request's scope chain, if any."""
+    framework_scope = innermost_with(scope, _ROUTE_KEYS)
+    if "route" in framework_scope or "path_template" in framework_scope:
+        return route_template(framework_scope)
+    return None
+
+
+def error_status(span: Span, error: BaseException | None, error_type: str | None) -> None:
+    """Record an exception, or the ERROR status of a 5xx answer, on a recording span."""
+    if isinstance(error, Exception):
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
+    elif error is not None:
+        span.set_attribute(CANCELLED, True)
+    elif error_type is not None:
+        span.set_status(Status(StatusCode.ERROR))
