@@ -7,7 +7,7 @@ from typing import Annotated, Any, Final, Union
 
 import msgspec
 
-from asgikit.config import ServerConfig, _App, logging_options
+from asgikit.config import ServerConfig, _App, logging_options, telemetry_options
 from asgikit.registry import (
     ENTRY_POINT_GROUP,
     IMPORT_STRING_PATTERN,
@@ -104,6 +104,22 @@ def json_schema(registry: Registry | None = None) -> dict[str, Any]:
                 msgspec.field(default_factory=dict),
             )
         )
+    telemetry_spec = telemetry_options()
+    specs["telemetry"] = telemetry_spec
+    telemetry = msgspec.defstruct(
+        "telemetry", telemetry_spec.fields(), kw_only=True, forbid_unknown_fields=True
+    )
+    description = (
+        "Arguments of asgikit.telemetry.configure, called at start-up when the table is "
+        "there: " + telemetry_spec.summary
+    )
+    fields.append(
+        (
+            "telemetry",
+            subscript(Annotated, telemetry, msgspec.Meta(description=description)),
+            msgspec.field(default_factory=dict),
+        )
+    )
     items: Any = subscript(Union, *entries) if entries else dict[str, Any]
     fields.append(
         (

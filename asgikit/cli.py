@@ -23,11 +23,13 @@ from asgikit.config import (
     ConfigError,
     MiddlewareEntry,
     configure_logging,
+    configure_telemetry,
     import_app,
     json_schema,
     load_config,
     logging_options,
     ready_app,
+    telemetry_options,
 )
 from asgikit.registry import ENTRY_POINT_GROUP, UNREPRESENTABLE, Options, Registry, config_value
 
@@ -184,6 +186,11 @@ def _report(config: Config, out: TextIO) -> None:
     else:
         print("  logs    asgikit.logging.configure", file=out)
         _options(spec, config.logging, frozenset(), out)
+    if config.telemetry is None:
+        print("  traces  not set up here (no [telemetry] table)", file=out)
+    else:
+        print("  traces  asgikit.telemetry.configure", file=out)
+        _options(telemetry_options(), config.telemetry, frozenset(), out)
     count = len(config.middleware)
     print(f"pipeline, outermost first ({count} middleware):", file=out)
     for number, entry in enumerate(config.middleware, 1):
@@ -210,6 +217,8 @@ def _options(
             default = config_value(option.default)
             shown = "(set in code)" if default is UNREPRESENTABLE else _toml(default)
             print(f"       {name} = {shown}  # default", file=out)
+    for name in spec.code_only:  # live objects: a file cannot set them
+        print(f"       {name} = (set in code)  # default", file=out)
     for name in written.keys() - spec.options.keys():  # a factory taking **kwargs
         print(_shown(name, written[name], name in from_env), file=out)
 
@@ -291,7 +300,7 @@ def schema_markdown(schema: Mapping[str, Any]) -> str:
     definitions: Mapping[str, Any] = schema["$defs"]
     out = ["", "### Top-level keys", ""]
     out += _table("Key", schema["properties"], schema.get("required", []), definitions)
-    for name in ("server", "logging"):
+    for name in ("server", "logging", "telemetry"):
         if name in definitions:
             description = _cell(schema["properties"][name]["description"])
             out += ["", f"### `[{name}]`", "", description, ""]
@@ -435,5 +444,10 @@ def _serve(args: argparse.Namespace) -> int:
             **options,
         )
         return 0
-    uvicorn.run(config.pipeline._apply(ready_app(config, app)), **options)
+    telemetry = configure_telemetry(config)
+    try:
+        uvicorn.run(config.pipeline._apply(ready_app(config, app)), **options)
+    finally:
+        if telemetry is not None:
+            telemetry.shutdown()  # flush the last spans and metrics
     return 0

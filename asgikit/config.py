@@ -12,6 +12,7 @@ that came from the environment are never echoed in a message.
 
 from __future__ import annotations
 
+import atexit
 import difflib
 import functools
 import importlib
@@ -62,11 +63,13 @@ __all__ = [
     "app_from_env",
     "build",
     "configure_logging",
+    "configure_telemetry",
     "import_app",
     "json_schema",
     "load_config",
     "logging_options",
     "ready_app",
+    "telemetry_options",
 ]
 
 CONFIG_ENV: Final = "ASGIKIT_CONFIG"
@@ -120,7 +123,16 @@ class _App:
     wsgi: bool = False
 
 
-_TOP_KEYS: Final = ("app", "factory", "app_dir", "wsgi", "server", "logging", "middleware")
+_TOP_KEYS: Final = (
+    "app",
+    "factory",
+    "app_dir",
+    "wsgi",
+    "server",
+    "logging",
+    "telemetry",
+    "middleware",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +184,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     middleware: tuple[MiddlewareEntry, ...] = ()
     logging: Mapping[str, Any] = field(default_factory=dict)
+    telemetry: Mapping[str, Any] | None = None
     warnings: tuple[Issue, ...] = ()
     _source: _Source | None = field(default=None, repr=False, compare=False)
 
@@ -287,6 +300,14 @@ class _Loader:
         for key, value in table.items():
             option = spec.options.get(key)
             if option is None:
+                if key in spec.code_only:
+                    self.source.error(
+                        (*path, key),
+                        f"{what} takes {key!r} as a Python object (such as a provider or a "
+                        "logger): pass it in code, a config file cannot",
+                    )
+                    ok = False
+                    continue
                 if spec.extra:
                     arguments[key] = value
                     continue
@@ -332,6 +353,7 @@ class _Loader:
             )
             server = None if arguments is None else ServerConfig(**arguments)
         logging_arguments = self.logging(data)
+        telemetry_arguments = self.telemetry(data)
         entries = self.middleware(data.get("middleware", []))
         if source.issues or app is None or server is None or logging_arguments is None:
             return None
@@ -345,9 +367,29 @@ class _Loader:
             server=server,
             middleware=tuple(entries),
             logging=logging_arguments,
+            telemetry=telemetry_arguments,
             warnings=tuple(sorted(source.warnings, key=_by_position)),
             _source=source,
         )
+
+    def telemetry(self, data: Mapping[str, Any]) -> dict[str, Any] | None:
+        if "telemetry" not in data:
+            return None
+        table = self.table("telemetry", data)
+        if table is None:
+            return None
+        arguments = self.arguments(("telemetry",), table, telemetry_options(), "[telemetry]")
+        if arguments is None:
+            return None
+        for key in ("traces", "metrics"):
+            extra = _EXPORTER_EXTRAS.get(arguments.get(key, ""))
+            if extra is not None and importlib.util.find_spec(extra[0]) is None:
+                self.source.error(
+                    ("telemetry", key),
+                    f"{key} = {arguments[key]!r} needs the {extra[1]} extra: "
+                    f"pip install 'asgikit[{extra[1]}]'",
+                )
+        return arguments
 
     def logging(self, data: Mapping[str, Any]) -> dict[str, Any] | None:
         if "logging" not in data:
@@ -474,6 +516,29 @@ def logging_options() -> Options | None:
     if not callable(configure):
         return None
     return options_of(configure, takes_app=False)
+
+
+_EXPORTER_EXTRAS: Final = {
+    "otlp": ("opentelemetry.exporter.otlp.proto.http", "otlp"),
+    "prometheus": ("opentelemetry.exporter.prometheus", "prometheus"),
+}
+
+
+def telemetry_options() -> Options:
+    """The options of ``asgikit.telemetry.configure`` a ``[telemetry]`` table can set."""
+    from asgikit.telemetry import configure  # the OpenTelemetry SDK loads on use
+
+    return options_of(configure, takes_app=False)
+
+
+def configure_telemetry(config: Config) -> Any:
+    """Call ``asgikit.telemetry.configure(**config.telemetry)`` when the file has a
+    ``[telemetry]`` table; its ``Telemetry`` (to shut down at exit), or None."""
+    if config.telemetry is None:
+        return None
+    from asgikit.telemetry import configure
+
+    return configure(**config.telemetry)
 
 
 def configure_logging(config: Config) -> bool:
@@ -631,10 +696,14 @@ def app_from_env() -> ASGIApp:
     ``uvicorn --factory asgikit:app_from_env`` (or hypercorn, granian) serves the
     configured app; each worker builds its own. The file defaults to ``asgikit.toml``
     in the current directory. Logging is configured through ``asgikit.logging`` when
-    asgikit has it.
+    asgikit has it, and OpenTelemetry through ``asgikit.telemetry`` when the file has a
+    ``[telemetry]`` table (in each worker, after the fork; shut down at exit).
     """
     config = load_config(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
     configure_logging(config)
+    telemetry = configure_telemetry(config)
+    if telemetry is not None:
+        atexit.register(telemetry.shutdown)
     return build(config)
 
 

@@ -376,6 +376,9 @@ class Options:
     summary: str = ""
     extra: bool = False
     """The factory takes ``**kwargs``: other keys are passed on unchecked."""
+    code_only: tuple[str, ...] = ()
+    """Keywords annotated ``Any`` (or a container of ``Any``): live objects such as a
+    tracer provider or a logger, which only code can pass. Not options of a file."""
 
     def fields(self) -> list[tuple[str, Any, Any]]:
         """These options as ``msgspec.defstruct`` fields, with their descriptions.
@@ -580,6 +583,10 @@ def _map_union(args: tuple[Any, ...]) -> tuple[Any, Converter | None]:
     return union, convert
 
 
+_UNRESOLVED: Final = object()
+"""The hint of an annotation that cannot be resolved: it takes anything, unchecked."""
+
+
 def _hints(factory: Callable[..., Any], target: Any) -> dict[str, Any]:
     try:
         return typing.get_type_hints(target, include_extras=True)
@@ -595,7 +602,7 @@ def _hints(factory: Callable[..., Any], target: Any) -> dict[str, Any]:
             try:
                 hints[name] = eval(annotation, namespace)  # what get_type_hints does
             except Exception:
-                hints[name] = Any
+                hints[name] = _UNRESOLVED
         else:
             hints[name] = annotation
     return hints
@@ -666,6 +673,7 @@ def options_of(factory: Callable[..., Any], *, takes_app: bool = True) -> Option
             )
         params = params[1:]
     options: dict[str, Option] = {}
+    code_only: list[str] = []
     extra = False
     for param in params:
         if param.kind is inspect.Parameter.VAR_KEYWORD:
@@ -681,6 +689,11 @@ def options_of(factory: Callable[..., Any], *, takes_app: bool = True) -> Option
                 )
             continue
         annotation = hints.get(param.name, Any)
+        if param.name in hints and _takes_objects(annotation):
+            code_only.append(param.name)
+            continue
+        if annotation is _UNRESOLVED:
+            annotation = Any
         mapped, convert = _map_type(annotation)
         if mapped is _UNSUPPORTED:
             mapped = Any
@@ -693,4 +706,15 @@ def options_of(factory: Callable[..., Any], *, takes_app: bool = True) -> Option
             convert=convert,
         )
     summary = doc.split("\n\n", 1)[0].replace("\n", " ").strip()
-    return Options(factory, options, summary, extra)
+    return Options(factory, options, summary, extra, tuple(code_only))
+
+
+def _takes_objects(annotation: Any) -> bool:
+    """``Any``, ``Any | None`` or a container of ``Any``: what only code can pass."""
+    if annotation is Any:
+        return True
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType) or origin in _SEQUENCES or origin in (list, tuple):
+        return bool(args) and all(_takes_objects(arg) or arg is Ellipsis for arg in args)
+    return False

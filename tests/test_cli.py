@@ -831,3 +831,19 @@ def test_serve_with_workers_builds_the_app_in_each_worker(served: Path) -> None:
         assert server.events().count("shutdown") == 2
     finally:
         server.stop()
+
+
+def test_check_shows_the_telemetry_table(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'app = "tests.test_cli:Anything"\n[telemetry]\nservice_name = "shop"\ntraces = "console"\n',
+    )
+    status, out, _ = run("check", str(path))
+    assert status == 0
+    lines = out.splitlines()
+    assert "  traces  asgikit.telemetry.configure" in lines
+    assert '       service_name = "shop"' in lines
+    assert '       traces = "console"' in lines
+    assert "       span_processors = (set in code)  # default" in lines
+    path = write(tmp_path, 'app = "tests.test_cli:Anything"\n')
+    assert "  traces  not set up here (no [telemetry] table)" in run("check", str(path))[1]

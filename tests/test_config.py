@@ -25,6 +25,7 @@ from asgikit.config import (
     app_from_env,
     build,
     configure_logging,
+    configure_telemetry,
     import_app,
     json_schema,
     load_config,
@@ -356,7 +357,7 @@ def test_a_file_that_is_not_utf8_is_one_issue(tmp_path: Path) -> None:
         pytest.param(
             'app = "x:y"\nzzz = 1\n',
             "2:1: error: zzz: unknown key 'zzz'; expected one of app, factory, app_dir, "
-            "wsgi, server, logging, middleware",
+            "wsgi, server, logging, telemetry, middleware",
             id="unknown-top-level-key-far-off",
         ),
         pytest.param(
@@ -614,7 +615,7 @@ def test_yaml_without_pyyaml_says_how_to_get_it(
 def test_keys_that_are_not_names_are_quoted_in_paths(tmp_path: Path) -> None:
     assert problems(tmp_path, 'app = "x:y"\n"odd key" = 1\n') == [
         "2:1: error: ['odd key']: unknown key 'odd key'; expected one of app, factory, "
-        "app_dir, wsgi, server, logging, middleware"
+        "app_dir, wsgi, server, logging, telemetry, middleware"
     ]
 
 
@@ -629,7 +630,7 @@ def test_yaml_keys_that_are_not_strings(tmp_path: Path) -> None:
     found = problems(tmp_path, "app: x:y\n1: one\n", name="asgikit.yaml")
     assert found == [
         "2:1: error: [1]: unknown key 1; expected one of app, factory, app_dir, "
-        "wsgi, server, logging, middleware"
+        "wsgi, server, logging, telemetry, middleware"
     ]
 
 
@@ -1301,3 +1302,64 @@ def test_the_schema_has_no_logging_table_without_asgikit_logging() -> None:
 def test_server_options_come_from_the_dataclass() -> None:
     options = options_of(ServerConfig, takes_app=False).options
     assert list(options) == ["host", "port", "workers", "reload", "log_level"]
+
+
+def test_options_that_take_python_objects_are_refused_with_a_reason(tmp_path: Path) -> None:
+    text = 'app = "x:y"\n\n[[middleware]]\nuse = "access_log"\nlogger = "my.module:logger"\n'
+    assert problems(tmp_path, text, registry=Registry(group=None)) == [
+        "5:1: error: middleware[0].logger: access_log takes 'logger' as a Python object "
+        "(such as a provider or a logger): pass it in code, a config file cannot"
+    ]
+
+
+def test_a_telemetry_table_configures_opentelemetry_at_start_up(tmp_path: Path) -> None:
+    text = (
+        'app = "x:y"\n\n[telemetry]\nservice_name = "shop"\ntraces = "none"\n'
+        'metrics = "none"\nset_global = false\n'
+    )
+    config = load(tmp_path, text)
+    assert config.telemetry == {
+        "service_name": "shop",
+        "traces": "none",
+        "metrics": "none",
+        "set_global": False,
+    }
+    telemetry = configure_telemetry(config)
+    try:
+        assert telemetry.resource.attributes["service.name"] == "shop"
+    finally:
+        telemetry.shutdown()
+
+
+def test_no_telemetry_table_leaves_opentelemetry_alone(tmp_path: Path) -> None:
+    config = load(tmp_path, 'app = "x:y"\n')
+    assert config.telemetry is None
+    assert configure_telemetry(config) is None
+
+
+def test_telemetry_mistakes_are_reported_at_their_lines(tmp_path: Path) -> None:
+    text = (
+        'app = "x:y"\n\n[telemetry]\nservise_name = "shop"\nmetrics = "zipkin"\n'
+        "span_processors = []\n"
+    )
+    assert problems(tmp_path, text) == [
+        "4:1: error: telemetry.servise_name: [telemetry] has no option 'servise_name'; "
+        "did you mean 'service_name'?",
+        "5:1: error: telemetry.metrics: expected one of 'console', 'otlp', 'prometheus', 'none'",
+        "6:1: error: telemetry.span_processors: [telemetry] takes 'span_processors' as a "
+        "Python object (such as a provider or a logger): pass it in code, a config file "
+        "cannot",
+    ]
+
+
+def test_an_exporter_whose_extra_is_missing_fails_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(
+        config_module._EXPORTER_EXTRAS, "otlp", ("no_such_exporter_module_for_test", "otlp")
+    )
+    text = 'app = "x:y"\n\n[telemetry]\ntraces = "otlp"\n'
+    assert problems(tmp_path, text) == [
+        "4:1: error: telemetry.traces: traces = 'otlp' needs the otlp extra: "
+        "pip install 'asgikit[otlp]'"
+    ]

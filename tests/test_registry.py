@@ -583,7 +583,7 @@ def test_config_values_are_what_a_file_would_write() -> None:
 def test_defaults_a_file_cannot_write_stay_out_of_the_schema() -> None:
     sentinel = object()
 
-    def factory(app: ASGIApp, *, thing: Any = sentinel, things: Any = (sentinel,)) -> ASGIApp:
+    def factory(app: ASGIApp, *, thing: Opaque = sentinel, things: Opaque = (sentinel,)) -> ASGIApp:  # type: ignore[assignment]
         return app
 
     spec = options_of(factory)
@@ -591,3 +591,21 @@ def test_defaults_a_file_cannot_write_stay_out_of_the_schema() -> None:
     assert msgspec.json.schema(spec.struct("f"))["$defs"]["middleware.f"]["properties"][
         "thing"
     ] == {"description": ""}
+
+
+def test_options_annotated_any_are_for_code_only() -> None:
+    def factory(
+        app: ASGIApp,
+        *,
+        provider: Any = None,
+        maybe: Any | None = None,
+        processors: Sequence[Any] = (),
+        pair: tuple[Any, ...] = (),
+        routes: Mapping[str, Any] | None = None,
+        name: str = "x",
+    ) -> ASGIApp:
+        return app
+
+    spec = options_of(factory)
+    assert spec.code_only == ("provider", "maybe", "processors", "pair")
+    assert list(spec.options) == ["routes", "name"]  # data: a file can write them
