@@ -1,0 +1,250 @@
+"""RedisStore: GCRA rate-limit state shared across processes and hosts through Redis.
+
+One ``acquire`` is one round trip: ``EVALSHA`` of ``SCRIPT`` with every key of the
+request. The script reads Redis's own clock (``TIME``), so servers with skewed clocks
+share limits correctly; decides every check; stores the new TATs only when all checks
+allow (all-or-nothing, atomic because Redis runs a script alone); sets each key's TTL to
+the time until its bucket is full again; and returns every decision. When Redis has
+forgotten the script (restart, ``SCRIPT FLUSH``) the ``NOSCRIPT`` error costs one more
+round trip: ``EVAL`` with the source, which also caches it again.
+
+Failure handling:
+
+* every ``acquire`` takes at most ``timeout`` seconds (connecting included); exceeding
+  it or any Redis error raises ``StoreError`` chained to the cause, nothing else;
+* after a connection failure or timeout the client (and its connection pool) is
+  dropped and rebuilt on next use, so a broken connection never sticks; for
+  ``cooldown`` seconds ``acquire`` then fails fast without calling Redis, then one call
+  probes it again, so a dead Redis does not cost the whole budget on every request;
+* redis-py's asyncio client runs on asyncio only: under trio ``acquire`` raises
+  ``StoreError`` saying so.
+
+Connections: a blocking pool of at most 50 per process (``?max_connections=N`` in the
+URL changes it); a call waiting for a free connection waits within its budget.
+
+Redis Cluster: the client is a plain (non-cluster) client, and a script's keys must all
+live in one hash slot, so checks with different keys in one ``acquire`` fail there with
+CROSSSLOT unless the middleware puts them under one hash tag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, ResponseError
+
+from ._rate_limit_store import MICROSECONDS, Decision, Quota, StoreError
+
+__all__ = ["SCRIPT", "RedisStore"]
+
+SCRIPT: Final = """
+-- GCRA for every KEYS[i] with ARGV[2i-1] = interval (T) and ARGV[2i] = tolerance (tau),
+-- both in microseconds. Returns four integers per key: allowed (1/0), remaining,
+-- reset and retry-after (microseconds). New TATs are stored only when all allow.
+if redis.replicate_commands then redis.replicate_commands() end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local pending = {}
+local result = {}
+local allowed_all = true
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local tolerance = tonumber(ARGV[2 * i])
+  local tat = pending[key]
+  if tat == nil then
+    tat = tonumber(redis.call('GET', key))
+  end
+  if tat == nil or tat < now then
+    tat = now
+  end
+  local wait = tat + interval - now
+  local at = 4 * i - 3
+  if wait <= tolerance then
+    pending[key] = tat + interval
+    result[at] = 1
+    result[at + 1] = math.floor((tolerance - wait) / interval)
+    result[at + 2] = wait
+    result[at + 3] = 0
+  else
+    allowed_all = false
+    result[at] = 0
+    result[at + 1] = 0
+    result[at + 2] = tat - now
+    result[at + 3] = wait - tolerance
+  end
+end
+if allowed_all then
+  for key, tat in pairs(pending) do
+    -- %.0f: tostring() keeps only 14 digits, a microsecond timestamp has 16.
+    redis.call('SET', key, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+  end
+end
+return result
+"""
+
+SCRIPT_SHA: Final = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+_TRIO_MESSAGE: Final = (
+    "RedisStore needs asyncio: redis-py's asyncio client does not run under trio "
+    "(run the server on asyncio, or use memory:// storage)"
+)
+
+
+class RedisStore:
+    """GCRA state in Redis, one round trip per ``acquire`` (see the module docstring).
+
+    Constructing it does no I/O: the client is created on first use.
+
+    Args:
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL, as redis-py reads it.
+        timeout: seconds one ``acquire`` may take, connecting included.
+        prefix: put before every key.
+        cooldown: seconds to fail fast after a connection failure or timeout.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 0.1,
+        prefix: str = "asgikit:rl:",
+        cooldown: float = 1.0,
+    ) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ValueError(f"timeout: expected seconds above 0, got {timeout!r}")
+        if isinstance(cooldown, bool) or not isinstance(cooldown, int | float) or cooldown < 0:
+            raise ValueError(f"cooldown: expected seconds, at least 0, got {cooldown!r}")
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix: expected a string, got {prefix!r}")
+        try:
+            redis.asyncio.connection.parse_url(url)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"bad Redis URL {url!r}: {exc}") from None
+        self.url = url
+        self.timeout = float(timeout)
+        self.prefix = prefix
+        self.cooldown = float(cooldown)
+        self.round_trips = 0
+        self.failures = 0
+        self._client: redis.asyncio.Redis | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._retry_at = 0.0
+        self._disposing: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        """Create the client (no I/O: connections are made by the first call)."""
+        self._client_for(_running_loop())
+
+    async def close(self) -> None:
+        """Close the client and its connection pool; a later call opens a new one."""
+        loop = _current_loop()
+        client, made_on = self._client, self._loop
+        self._client = self._loop = None
+        if client is not None and made_on is loop:  # another loop's client cannot be closed
+            await _dispose(client)
+        disposing = [task for task in self._disposing if task.get_loop() is loop]
+        if disposing:
+            await asyncio.gather(*disposing)
+
+    async def acquire(self, checks: Sequence[tuple[str, Quota]]) -> list[Decision]:
+        """One decision per ``(key, quota)``, all-or-nothing, in one round trip.
+
+        Raises:
+            StoreError: Redis failed, did not answer within ``timeout``, failed less
+                than ``cooldown`` seconds ago, or this is not an asyncio event loop.
+        """
+        if not checks:
+            return []
+        loop = _running_loop()
+        if self._retry_at:
+            now = time.monotonic()
+            if now < self._retry_at:
+                raise StoreError(f"Redis failed less than {self.cooldown:g}s ago; not retrying yet")
+            self._retry_at = now + self.cooldown  # this call probes; the others fail fast
+        client = self._client_for(loop)
+        args: list[str | int] = [self.prefix + key for key, _ in checks]
+        for _, quota in checks:
+            args += (quota.interval_us, quota.tolerance_us)
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await self._run(client, len(checks), args)
+        except ResponseError as exc:
+            self._retry_at = 0.0  # Redis answered: it is up
+            raise StoreError(f"Redis refused the rate-limit script: {exc}") from exc
+        except Exception as exc:
+            self._fail(client, loop)
+            if isinstance(exc, TimeoutError):
+                raise StoreError(f"Redis did not answer within {self.timeout:g}s") from exc
+            raise StoreError(f"Redis call failed: {exc!r}") from exc
+        self._retry_at = 0.0
+        return [
+            Decision(
+                reply[at] == 1,
+                reply[at + 1],
+                reply[at + 2] / MICROSECONDS,
+                reply[at + 3] / MICROSECONDS,
+            )
+            for at in range(0, len(reply), 4)
+        ]
+
+    async def _run(self, client: redis.asyncio.Redis, count: int, args: list[str | int]) -> Any:
+        self.round_trips += 1
+        try:
+            return await client.evalsha(SCRIPT_SHA, count, *args)
+        except NoScriptError:
+            self.round_trips += 1
+            return await client.eval(SCRIPT, count, *args)
+
+    def _client_for(self, loop: asyncio.AbstractEventLoop) -> redis.asyncio.Redis:
+        # A client belongs to the loop it was made on (tests run one loop per test).
+        if self._client is None or self._loop is not loop:
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self.url,
+                # Waiting for a free connection counts against the budget too.
+                timeout=self.timeout,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                # One quick retry replaces a connection Redis closed (a restart).
+                retry=Retry(NoBackoff(), 1),
+            )
+            self._client = redis.asyncio.Redis.from_pool(pool)
+            self._loop = loop
+        return self._client
+
+    def _fail(self, client: redis.asyncio.Redis, loop: asyncio.AbstractEventLoop) -> None:
+        self.failures += 1
+        self._retry_at = time.monotonic() + self.cooldown
+        if self._client is client:
+            # Its pool may hold half-read connections: start over with a new client.
+            self._client = self._loop = None
+            task = loop.create_task(_dispose(client))
+            self._disposing.add(task)
+            task.add_done_callback(self._disposing.discard)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop:
+    loop = _current_loop()
+    if loop is None:
+        raise StoreError(_TRIO_MESSAGE)
+    return loop
+
+
+def _current_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+async def _dispose(client: redis.asyncio.Redis) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1.0):
+            await client.aclose()

@@ -1,0 +1,269 @@
+"""Rate-limit storage: GCRA decisions kept in process memory or in Redis.
+
+Pure logic, no ASGI. The middleware builds and hashes the keys, picks a ``Quota`` per
+rule and asks a ``Store`` for one ``Decision`` per ``(key, quota)``. A store answers
+all-or-nothing: the keys are consumed only when every check allows.
+
+GCRA (the generic cell rate algorithm) keeps one value per key, the theoretical arrival
+time (TAT). With emission interval ``T = period / limit`` and tolerance
+``tau = T * burst``::
+
+    tat = max(stored_tat or now, now); new_tat = tat + T
+    allowed iff new_tat - now <= tau   (then store new_tat until it is in the past)
+
+Times are whole microseconds: ``T`` is rounded to the microsecond once per quota and
+``tau`` is an exact multiple of it, so a fresh key allows exactly ``burst`` requests at
+once, with no floating-point drift at the edge. ``MemoryStore`` is the in-process store;
+``RedisStore`` (``_rate_limit_redis``, the ``redis`` extra) shares limits across
+processes and hosts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, NamedTuple, Protocol
+from urllib.parse import parse_qsl, urlsplit
+
+__all__ = [
+    "Decision",
+    "MemoryStore",
+    "Quota",
+    "Store",
+    "StoreError",
+    "open_store",
+    "parse_rate",
+]
+
+MICROSECONDS: Final = 1_000_000
+
+_UNITS: Final = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hour", "hours"), 3600.0),
+    **dict.fromkeys(("d", "day", "days"), 86400.0),
+}
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*", re.IGNORECASE).fullmatch
+_REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
+
+
+class StoreError(Exception):
+    """The backend failed or exceeded its time budget (Redis down, timeout, NOSCRIPT loop...)."""
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """Parse a rate such as ``"100/minute"`` into ``(count, period_seconds)``.
+
+    Accepts ``<count>/<unit>`` and ``<count>/<n><unit>`` (``"5/10s"``, ``"1000/2h"``);
+    units are s, sec, second, m, min, minute, h, hour, d, day, each also plural.
+
+    Raises:
+        ValueError: the text is not a rate, the count is below 1 or the period is 0.
+    """
+    match = _RATE(text) if isinstance(text, str) else None
+    if match is None or match[3].lower() not in _UNITS:
+        raise ValueError(
+            f"expected '<count>/<period>' such as '100/minute' or '5/10s', got {text!r}"
+        )
+    count = int(match[1])
+    period = float(match[2] or 1) * _UNITS[match[3].lower()]
+    if count < 1:
+        raise ValueError(f"the count must be at least 1, got {text!r}")
+    if period <= 0:
+        raise ValueError(f"the period must be more than 0, got {text!r}")
+    return count, period
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What one rule allows: ``limit`` requests per ``period`` seconds, ``burst`` at once.
+
+    ``limit`` and ``period`` are ``q`` and ``w`` in ``RateLimit-Policy``; ``burst`` is the
+    bucket capacity (a rule's default is ``limit``). ``interval_us`` (GCRA's ``T``, at
+    least 1) and ``tolerance_us`` (``tau = T * burst``) are derived, in microseconds.
+    """
+
+    limit: int
+    period: float
+    burst: int
+    interval_us: int = field(init=False, repr=False, compare=False)
+    tolerance_us: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+            raise ValueError(f"limit: expected an integer of at least 1, got {self.limit!r}")
+        period = self.period
+        if (
+            isinstance(period, bool)
+            or not isinstance(period, int | float)
+            or not 0 < period < math.inf
+        ):
+            raise ValueError(f"period: expected a number of seconds above 0, got {self.period!r}")
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
+            raise ValueError(f"burst: expected an integer of at least 1, got {self.burst!r}")
+        interval = max(1, round(self.period * MICROSECONDS / self.limit))
+        object.__setattr__(self, "interval_us", interval)
+        object.__setattr__(self, "tolerance_us", interval * self.burst)
+
+
+class Decision(NamedTuple):
+    """The answer for one ``(key, quota)`` check.
+
+    ``remaining``: requests still allowed immediately after this one (0 when denied);
+    ``reset``: seconds until the bucket is full again; ``retry_after``: seconds until one
+    more request would be allowed (0.0 when allowed). A named tuple: one is made per
+    rule per request, and that is twice as fast as a frozen dataclass.
+    """
+
+    allowed: bool
+    remaining: int
+    reset: float
+    retry_after: float
+
+
+class Store(Protocol):
+    """Where GCRA state lives. ``round_trips`` counts backend calls."""
+
+    round_trips: int
+
+    async def open(self) -> None:
+        """Prepare the backend (idempotent; lifespan startup may call it)."""
+
+    async def close(self) -> None:
+        """Release the backend (idempotent; lifespan shutdown calls it)."""
+
+    async def acquire(self, checks: Sequence[tuple[str, Quota]]) -> list[Decision]:
+        """One decision per ``(key, quota)``, in order, all-or-nothing.
+
+        The keys are consumed only when every check allows; otherwise nothing is
+        consumed, the denied checks say when to retry, and the allowed ones report what
+        they would have given. Raises ``StoreError`` on backend failure or when the time
+        budget is exceeded. An empty sequence returns ``[]``.
+        """
+        ...
+
+
+def _decide(
+    checks: Sequence[tuple[str, Quota]], now: int, stored: Callable[[str], int | None]
+) -> tuple[list[Decision], dict[str, int] | None]:
+    """GCRA for *checks* at *now* (microseconds), reading TATs through *stored*.
+
+    Returns the decisions and, when every check allows, the new TAT per key to store
+    (``None`` when any check denies). A key checked twice sees its first check's TAT.
+    """
+    decisions: list[Decision] = []
+    pending: dict[str, int] = {}
+    allowed_all = True
+    for key, quota in checks:
+        tat = pending.get(key)
+        if tat is None:
+            tat = stored(key)
+        if tat is None or tat < now:
+            tat = now
+        interval = quota.interval_us
+        tolerance = quota.tolerance_us
+        wait = tat + interval - now
+        if wait <= tolerance:
+            pending[key] = tat + interval
+            remaining = (tolerance - wait) // interval
+            decisions.append(Decision(True, remaining, wait / MICROSECONDS, 0.0))
+        else:
+            allowed_all = False
+            decisions.append(
+                Decision(False, 0, (tat - now) / MICROSECONDS, (wait - tolerance) / MICROSECONDS)
+            )
+    return decisions, pending if allowed_all else None
+
+
+class MemoryStore:
+    """GCRA state in this process: a bounded LRU map from key to TAT.
+
+    At most ``max_keys`` keys are kept; adding one more evicts the least recently
+    consumed key (counted in ``evictions``), so any number of distinct keys cannot grow
+    memory past the bound. An evicted or expired key starts fresh. Each ``acquire`` is
+    O(number of checks) and never awaits between reading and writing, so it is atomic
+    within one event loop, on asyncio and trio alike. Limits are per process.
+
+    Args:
+        max_keys: how many keys to keep (at least 1).
+        clock: seconds from a monotonic clock; injectable for tests.
+    """
+
+    __slots__ = ("_clock", "_max_keys", "_tats", "evictions", "round_trips")
+
+    def __init__(self, *, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic):
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ValueError(f"max_keys: expected an integer of at least 1, got {max_keys!r}")
+        self._max_keys = max_keys
+        self._clock = clock
+        self._tats: OrderedDict[str, int] = OrderedDict()
+        self.evictions = 0
+        self.round_trips = 0
+
+    def __len__(self) -> int:
+        return len(self._tats)
+
+    async def open(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close; the state stays (a later request may still use it)."""
+
+    async def acquire(self, checks: Sequence[tuple[str, Quota]]) -> list[Decision]:
+        """One decision per ``(key, quota)``, all-or-nothing (see ``Store.acquire``)."""
+        if not checks:
+            return []
+        self.round_trips += 1
+        tats = self._tats
+        decisions, consumed = _decide(checks, round(self._clock() * MICROSECONDS), tats.get)
+        if consumed:
+            for key, tat in consumed.items():
+                if key in tats:
+                    tats.move_to_end(key)
+                tats[key] = tat
+            while len(tats) > self._max_keys:
+                tats.popitem(last=False)
+                self.evictions += 1
+        return decisions
+
+
+def open_store(
+    url: str, *, max_keys: int = 100_000, timeout: float = 0.1, prefix: str = "asgikit:rl:"
+) -> Store:
+    """The store a storage URL names, without any I/O (connections are made lazily).
+
+    ``memory://`` (optionally ``memory://?max_keys=N``) gives a ``MemoryStore``;
+    ``redis://``, ``rediss://`` and ``unix://`` give a ``RedisStore`` (the ``redis``
+    extra) whose calls take at most *timeout* seconds and whose keys start with *prefix*.
+
+    Raises:
+        ValueError: unknown scheme, or a bad ``memory://`` URL or option.
+        ImportError: a Redis URL without redis-py installed.
+    """
+    scheme = url.partition("://")[0].lower() if isinstance(url, str) and "://" in url else ""
+    if scheme == "memory":
+        parts = urlsplit(url)
+        if parts.netloc or parts.path or parts.fragment:
+            raise ValueError(f"expected 'memory://' or 'memory://?max_keys=N', got {url!r}")
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name != "max_keys":
+                raise ValueError(f"unknown memory:// option {name!r} (expected max_keys)")
+            if not value.isdigit():
+                raise ValueError(f"max_keys: expected an integer, got {value!r}")
+            max_keys = int(value)
+        return MemoryStore(max_keys=max_keys)
+    if scheme in _REDIS_SCHEMES:
+        try:
+            from asgikit.middleware._rate_limit_redis import RedisStore
+        except ImportError as exc:
+            raise ImportError(
+                f"storage {scheme}:// needs redis-py: pip install 'asgikit[redis]'"
+            ) from exc
+        return RedisStore(url, timeout=timeout, prefix=prefix)
+    raise ValueError(
+        f"unsupported storage URL {url!r}: expected memory://, redis://, rediss:// or unix://"
+    )
