@@ -4,6 +4,7 @@ from asgikit.middleware.access_log import AccessLogMiddleware
 from asgikit.middleware.compression import CompressionMiddleware
 from asgikit.middleware.cors import CORSMiddleware
 from asgikit.middleware.proxy_headers import ProxyHeadersMiddleware
+from asgikit.middleware.rate_limit import RateLimitMiddleware
 from asgikit.middleware.request_id import RequestIDMiddleware
 from asgikit.middleware.timeout import ResponseTimeout, TimeoutMiddleware
 from asgikit.middleware.tracing import TracingMiddleware
@@ -13,6 +14,7 @@ __all__ = [
     "CORSMiddleware",
     "CompressionMiddleware",
     "ProxyHeadersMiddleware",
+    "RateLimitMiddleware",
     "RequestIDMiddleware",
     "ResponseTimeout",
     "TimeoutMiddleware",

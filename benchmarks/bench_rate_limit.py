@@ -1,0 +1,223 @@
+"""RateLimitMiddleware beside slowapi's ASGI middleware, the one users pick for the job.
+
+python -m benchmarks.bench_rate_limit [--rounds 15] [--min-time 0.05] [--redis-requests 2000]
+
+Every case is the same Starlette app (one route answering "Hello, world!"), bare or with
+one rate-limit middleware added by ``add_middleware``: slowapi's
+``SlowAPIASGIMiddleware`` (a ``Limiter`` keyed by the remote address, ``memory://``
+storage, headers enabled) and asgikit's ``RateLimitMiddleware`` (``memory://``, headers
+on by default). Two scenarios, each measured in one interleaved run:
+
+* allowed: a limit so high that no request is ever rejected;
+* rejected: a limit of one per hour, spent by the harness's first call, so every timed
+  request is answered 429 by the middleware.
+
+The figure that matters for allowed requests is the added per-request cost over the
+bare app, ours vs slowapi's: (ours - bare) / (slowapi - bare); the goal is 0.1 or less.
+For rejected requests the app is never called, so the whole cost of a 429 is compared.
+
+With Redis (a redis-server started on a free loopback port, stopped afterwards), the
+round trips per request are counted, by the store and by Redis's own command stats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from slowapi import Limiter, _rate_limit_exceeded_handler
+from slowapi.errors import RateLimitExceeded
+from slowapi.middleware import SlowAPIASGIMiddleware
+from slowapi.util import get_remote_address
+from starlette.applications import Starlette
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from asgikit.middleware.rate_limit import RateLimitMiddleware
+from asgikit.testing import request
+from asgikit.types import ASGIApp
+from benchmarks.harness import Request, Result, report, run_asgi
+
+__all__ = ["count_redis_round_trips", "main", "starlette_apps"]
+
+ANCHOR = "slowapi SlowAPIASGIMiddleware"
+OURS = "asgikit RateLimitMiddleware"
+BARE = "bare Starlette app"
+
+REJECTING = "1/hour"
+SCENARIOS = {
+    "allowed requests (limit never reached)": "1000000000/minute",
+    "rejected requests (429 from the middleware)": REJECTING,
+}
+
+
+async def _hello(request: StarletteRequest) -> PlainTextResponse:
+    return PlainTextResponse("Hello, world!")
+
+
+def _starlette() -> Starlette:
+    return Starlette(routes=[Route("/", _hello)])
+
+
+def starlette_apps(rate: str) -> dict[str, ASGIApp]:
+    """The bare Starlette app, and one under slowapi's and one under asgikit's middleware."""
+    slow = _starlette()
+    limiter = Limiter(
+        key_func=get_remote_address,
+        default_limits=[rate],
+        storage_uri="memory://",
+        headers_enabled=True,
+    )
+    slow.state.limiter = limiter
+    slow.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
+    slow.add_middleware(SlowAPIASGIMiddleware)
+    ours = _starlette()
+    ours.add_middleware(RateLimitMiddleware, rate=rate)
+    return {BARE: _starlette(), ANCHOR: slow, OURS: ours}
+
+
+def added(results: Sequence[Result]) -> tuple[float, float, float]:
+    """Ours and slowapi's added µs per request over the bare app, and their ratio."""
+    by_case = {r.case: r.median_us for r in results}
+    ours = by_case[OURS] - by_case[BARE]
+    theirs = by_case[ANCHOR] - by_case[BARE]
+    return ours, theirs, ours / theirs
+
+
+# ---- Redis ------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _redis_server(binary: str) -> Iterator[int]:
+    """A throw-away redis-server on a free loopback port, stopped by PID."""
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as directory:
+        process = subprocess.Popen(
+            [
+                *(binary, "--port", str(port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                    break
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.02)
+            yield port
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def _redis_run(url: str, requests: int) -> dict[str, Any]:
+    import redis.asyncio
+
+    rules: list[Any] = [
+        {"name": "global", "rate": "1000000000/minute"},
+        {"name": "api", "rate": "1000000000/minute", "key": "header:x-api-key"},
+    ]
+    middleware = RateLimitMiddleware(_starlette(), rules=rules, storage=url, timeout=1.0)
+    inspect = redis.asyncio.Redis.from_url(url)
+    try:
+        await request(middleware)  # loads the script (NOSCRIPT, then EVAL) once
+        await inspect.config_resetstat()
+        before = middleware.store.round_trips
+        started = time.perf_counter()
+        for _ in range(requests):
+            response = await request(middleware, headers={"x-api-key": "k"})
+            assert response.status == 200
+        elapsed = time.perf_counter() - started
+        stats = await inspect.info("commandstats")
+    finally:
+        await inspect.aclose()
+        await middleware.store.close()
+    calls = sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
+    )
+    return {
+        "requests": requests,
+        "store_round_trips": middleware.store.round_trips - before,
+        "redis_script_calls": calls,
+        "mean_us": elapsed / requests * 1e6,
+    }
+
+
+def count_redis_round_trips(requests: int) -> dict[str, Any] | None:
+    """Round trips to a fresh redis-server for *requests* two-rule requests (None: no
+    redis-server installed)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    with _redis_server(binary) as port:
+        return asyncio.run(_redis_run(f"redis://127.0.0.1:{port}/0", requests))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_rate_limit")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--min-time", type=float, default=0.05)
+    parser.add_argument("--redis-requests", type=int, default=2000)
+    args = parser.parse_args(argv)
+    for title, rate in SCENARIOS.items():
+        results = run_asgi(
+            starlette_apps(rate),
+            baseline=ANCHOR,
+            request=Request(),
+            rounds=args.rounds,
+            min_time=args.min_time,
+        )
+        print(report(results, f"Rate limit, memory storage, {title}"))
+        if rate == REJECTING:
+            # The app is never called: compare what a rejection costs, whole.
+            by_case = {r.case: r.median_us for r in results}
+            print(
+                f"Cost of a rejected request: ours {by_case[OURS]:.3f} µs, slowapi "
+                f"{by_case[ANCHOR]:.3f} µs: {by_case[OURS] / by_case[ANCHOR]:.3f}x\n"
+            )
+            continue
+        ours, theirs, ratio = added(results)
+        print(
+            f"Added per-request cost over the bare app: ours {ours:+.3f} µs, "
+            f"slowapi {theirs:+.3f} µs: {ratio:.3f}x (goal <= 0.1)\n"
+        )
+    counted = count_redis_round_trips(args.redis_requests)
+    if counted is None:
+        print("Redis: redis-server is not installed; round trips not counted.")
+    else:
+        per_request = counted["redis_script_calls"] / counted["requests"]
+        print(
+            f"Redis, two rules per request, {counted['requests']} requests: "
+            f"{counted['store_round_trips']} store round trips, "
+            f"{counted['redis_script_calls']} script calls seen by Redis "
+            f"({per_request:.2f} per request); {counted['mean_us']:.0f} µs per request."
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,370 @@
+"""RateLimitMiddleware: GCRA limits per client, header or route, in memory or in Redis.
+
+Theory of operation
+===================
+
+Per request: the exempt paths step aside first; then the rules matching the path and
+method each build a store key (``"<rule>:<kind>:<digest>"``, hashed: no raw address or
+API key reaches the store) and all of them go to the store in ONE ``acquire`` call,
+all-or-nothing: a rule that denies leaves the others' counters untouched. Allowed
+requests reach the app with the original ``receive``; ``RateLimit-Policy`` and
+``RateLimit`` are appended to its response start (a new header list). Denied ones get a
+429 with ``Retry-After`` (never earlier than the ``t`` it reports) and never reach the
+app; a websocket connect is denied before it is accepted.
+
+The store is the only I/O. When it fails (``StoreError``: Redis down, or slower than the
+``timeout`` budget) the request is let through or answered 503, by ``on_backend_error``;
+the failure is counted and logged at most once per ``log_interval``. The store opens at
+lifespan start-up (or at the first request) and closes at shutdown.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Final, Literal
+
+import structlog
+
+from asgikit.headers import get_header, parse_qlist
+from asgikit.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._rate_limit_rules import (
+    Rule,
+    RuleSpec,
+    build_rules,
+    exempt_matcher,
+    rate_limit_value,
+    retry_seconds,
+)
+from ._rate_limit_store import Decision, Store, StoreError, open_store
+
+__all__ = ["RateLimitMiddleware", "RuleSpec"]
+
+_ACCEPT: Final = b"accept"
+_POLICY: Final = b"ratelimit-policy"
+_RATELIMIT: Final = b"ratelimit"
+_JSON_TYPES: Final = (b"application/json", b"application/*")
+_TEXT_TYPES: Final = (b"text/plain", b"text/*", b"*/*")
+_TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")
+_JSON: Final = (b"content-type", b"application/json")
+_UNAVAILABLE_BODY: Final = b"Service Unavailable: the rate limit backend is unavailable.\n"
+_UNAVAILABLE_HEADERS: Final = (_TEXT, (b"content-length", b"%d" % len(_UNAVAILABLE_BODY)))
+# After these the process is going down: the store's connections can go.
+_LIFESPAN_END: Final = frozenset(
+    {"lifespan.startup.failed", "lifespan.shutdown.complete", "lifespan.shutdown.failed"}
+)
+_WS_EXTENSION: Final = "websocket.http.response"
+_WS_CLOSE_TRY_AGAIN: Final = 1013
+
+
+def _prefers_json(scope: Scope) -> bool:
+    """Whether ``Accept`` ranks ``application/json`` above ``text/plain``."""
+    accept = get_header(scope["headers"], _ACCEPT)
+    if accept is None or b"application/" not in accept:
+        return False
+    weights = dict(reversed(parse_qlist(accept)))  # the first mention of a type wins
+    json_q = next((weights[t] for t in _JSON_TYPES if t in weights), 0.0)
+    text_q = next((weights[t] for t in _TEXT_TYPES if t in weights), 0.0)
+    return json_q > text_q
+
+
+def _rejection(
+    scope: Scope, rules: Sequence[Rule], decisions: Sequence[Decision], headers: bool
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The 429's headers and body."""
+    retry_after = 1
+    denied = ""
+    # RateLimit lists the rules that rejected: the others consumed nothing, and their
+    # figures would describe a request that did not count.
+    denying: list[Rule] = []
+    their_decisions: list[Decision] = []
+    for rule, decision in zip(rules, decisions, strict=True):
+        if not decision.allowed:
+            denying.append(rule)
+            their_decisions.append(decision)
+            wait = retry_seconds(decision.retry_after)
+            if wait >= retry_after:
+                retry_after, denied = wait, rule.name
+    if _prefers_json(scope):
+        body = b'{"error":"rate_limited","policy":"%s","retry_after":%d}' % (
+            denied.encode("ascii"),
+            retry_after,
+        )
+        content_type = _JSON
+    else:
+        body = b"Too Many Requests: retry in %d seconds.\n" % retry_after
+        content_type = _TEXT
+    fields = [content_type, (b"content-length", b"%d" % len(body))]
+    fields.append((b"retry-after", b"%d" % retry_after))
+    if headers:
+        fields.append((_POLICY, b", ".join(rule.policy for rule in rules)))
+        fields.append((_RATELIMIT, rate_limit_value(denying, their_decisions)))
+    return fields, body
+
+
+class RateLimitMiddleware:
+    """Limit request rates with GCRA: per client address, API key header or route.
+
+    Args:
+        app: The ASGI app to wrap.
+        rules: The rules (``RuleSpec`` mappings: ``name``, ``path`` or ``route``,
+            ``methods``, ``rate``, ``burst``, ``key``). Every rule matching a request
+            applies; all are checked at once, all-or-nothing.
+        rate: Instead of ``rules``: one global rule named ``default`` (``"100/minute"``).
+        burst: With ``rate``: the requests allowed at once (default: the count).
+        storage: ``memory://`` (this process) or ``redis://host:port/db`` (shared by
+            every worker; the ``redis`` extra).
+        key: The default key of the rules: ``client`` (the address, as
+            ProxyHeadersMiddleware resolved it), ``header:<name>`` (hashed), ``route``
+            (one bucket per rule) or ``module:function`` (``function(scope) -> str |
+            None``).
+        on_backend_error: When the store fails: ``allow`` the request, or ``deny``
+            it with 503 (never in shadow mode).
+        headers: Add ``RateLimit-Policy`` and ``RateLimit`` to responses (not in
+            shadow mode).
+        shadow: Decide and count, log would-be rejections, never reject.
+        exempt: Paths never limited (prefixes, on whole segments).
+        timeout: The store's time budget per call, in seconds (Redis).
+        max_keys: The memory store's bound; the least recently used key goes first.
+        ipv6_prefix: IPv6 clients share a bucket per network of this prefix length.
+        log_interval: Backend errors are logged at most once per this many seconds.
+
+    Attributes:
+        store: The ``Store`` (its ``round_trips`` counts backend calls).
+        rejections: Requests answered 429.
+        shadow_rejections: Requests that would have been rejected in shadow mode.
+        backend_errors: Store failures.
+
+    Raises:
+        ValueError: An option has a bad value (the message starts with its name).
+        TypeError: An option has the wrong type.
+    """
+
+    __slots__ = (
+        "_deny_on_error",
+        "_exempt",
+        "_headers",
+        "_last_logged",
+        "_log_interval",
+        "_logger",
+        "_opened",
+        "_rules",
+        "_shadow",
+        "_suppressed",
+        "app",
+        "backend_errors",
+        "rejections",
+        "shadow_rejections",
+        "store",
+    )
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        rules: Sequence[RuleSpec] = (),
+        rate: str | None = None,
+        burst: int | None = None,
+        storage: str = "memory://",
+        key: str = "client",
+        on_backend_error: Literal["allow", "deny"] = "allow",
+        headers: bool = True,
+        shadow: bool = False,
+        exempt: Sequence[str] = (),
+        timeout: float = 0.1,
+        max_keys: int = 100_000,
+        ipv6_prefix: int = 64,
+        log_interval: float = 60.0,
+    ) -> None:
+        self.app = app
+        for name, flag in (("headers", headers), ("shadow", shadow)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name}: expected true or false, got {flag!r}")
+        if on_backend_error not in ("allow", "deny"):
+            raise ValueError(
+                f"on_backend_error: expected 'allow' or 'deny', got {on_backend_error!r}"
+            )
+        for name, seconds in (("timeout", timeout), ("log_interval", log_interval)):
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+                raise TypeError(f"{name}: expected a number of seconds, got {seconds!r}")
+            if not 0 <= seconds < math.inf or (name == "timeout" and seconds == 0):
+                raise ValueError(f"{name}: expected a positive number of seconds, got {seconds}")
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ValueError(f"max_keys: expected an integer of at least 1, got {max_keys!r}")
+        self._rules = build_rules(rules, rate=rate, burst=burst, key=key, ipv6_prefix=ipv6_prefix)
+        self._exempt = exempt_matcher(exempt)
+        if not isinstance(storage, str):
+            raise TypeError(f"storage: expected a URL such as 'memory://', got {storage!r}")
+        try:
+            self.store: Store = open_store(storage, max_keys=max_keys, timeout=float(timeout))
+        except ValueError as exc:
+            raise ValueError(f"storage: {exc}") from exc
+        # Shadow mode enforces nothing, so it neither denies nor advertises limits.
+        self._deny_on_error = on_backend_error == "deny" and not shadow
+        self._headers = headers and not shadow
+        self._shadow = shadow
+        self._log_interval = float(log_interval)
+        self._logger = structlog.get_logger("asgikit.rate_limit")
+        self._opened = False
+        self._last_logged = -math.inf
+        self._suppressed = 0
+        self.rejections = 0
+        self.shadow_rejections = 0
+        self.backend_errors = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            method = scope["method"]
+        elif kind == "websocket":
+            method = "GET"  # the handshake is a GET
+        elif kind == "lifespan":
+            return await self._lifespan(scope, receive, send)
+        else:
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        exempt = self._exempt
+        if exempt is not None and exempt(path):
+            return await self.app(scope, receive, send)
+        rules = self._rules.match(path, method)
+        if not rules:
+            return await self.app(scope, receive, send)
+        if len(rules) == 1:
+            rule = rules[0]
+            checks = [(rule.storage_key(scope), rule.quota)]
+        else:
+            checks = [(rule.storage_key(scope), rule.quota) for rule in rules]
+        try:
+            if not self._opened:
+                await self.store.open()
+                self._opened = True
+            decisions = await self.store.acquire(checks)
+        except StoreError as exc:
+            self._backend_failed(exc)
+            if self._deny_on_error:
+                return await self._unavailable(scope, receive, send)
+            return await self.app(scope, receive, send)
+        for decision in decisions:
+            if not decision.allowed:
+                if self._shadow:
+                    self._would_reject(scope, rules, decisions)
+                    return await self.app(scope, receive, send)
+                self.rejections += 1
+                return await self._reject(scope, receive, send, rules, decisions)
+        if not self._headers or kind != "http":
+            return await self.app(scope, receive, send)
+        if len(rules) == 1:
+            policy_field = rules[0].policy_field
+        else:
+            policy_field = (_POLICY, b", ".join(r.policy for r in rules))
+        ratelimit_field = (_RATELIMIT, rate_limit_value(rules, decisions))
+        downstream = send
+
+        # A plain function returning the downstream awaitable is a valid ASGI send and
+        # saves a coroutine frame on every message.
+        def send_with_headers(message: Message) -> Awaitable[None]:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), policy_field, ratelimit_field]
+                message = {**message, "headers": headers}
+            return downstream(message)
+
+        return await self.app(scope, receive, send_with_headers)
+
+    async def _reject(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rules: Sequence[Rule],
+        decisions: Sequence[Decision],
+    ) -> None:
+        fields, body = _rejection(scope, rules, decisions, self._headers)
+        await self._answer(scope, receive, send, 429, fields, body)
+
+    async def _unavailable(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fields = [*_UNAVAILABLE_HEADERS]
+        await self._answer(scope, receive, send, 503, fields, _UNAVAILABLE_BODY)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: int,
+        fields: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> None:
+        """Answer without the app: an http response, or a websocket denial before accept."""
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": status, "headers": fields})
+            await send({"type": "http.response.body", "body": body})
+            return
+        message = await receive()
+        if message["type"] != "websocket.connect":  # the client is already gone
+            return
+        if _WS_EXTENSION in (scope.get("extensions") or {}):
+            start = {"type": "websocket.http.response.start", "status": status}
+            await send({**start, "headers": fields})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:  # closing before accepting: the server answers 403
+            await send({"type": "websocket.close", "code": _WS_CLOSE_TRY_AGAIN})
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the lifespan through; open the store at start-up, close it at shutdown."""
+        closed = False
+
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self._open_quietly()
+            return message
+
+        async def lifespan_send(message: Message) -> None:
+            nonlocal closed
+            if message["type"] in _LIFESPAN_END and not closed:
+                closed = True
+                await self._close()
+            await send(message)
+
+        await self.app(scope, lifespan_receive, lifespan_send)
+
+    async def _open_quietly(self) -> None:
+        try:
+            await self.store.open()
+        except StoreError as exc:  # Redis may come up later: requests open it lazily
+            self._backend_failed(exc)
+        else:
+            self._opened = True
+
+    async def _close(self) -> None:
+        self._opened = False
+        await self.store.close()
+
+    def _backend_failed(self, error: StoreError) -> None:
+        self.backend_errors += 1
+        now = time.monotonic()
+        if now - self._last_logged < self._log_interval:
+            self._suppressed += 1
+            return
+        self._last_logged = now
+        self._logger.warning(
+            "rate_limit.backend_error",
+            error=repr(error),
+            on_backend_error="deny" if self._deny_on_error else "allow",
+            errors=self.backend_errors,
+            suppressed=self._suppressed,
+        )
+        self._suppressed = 0
+
+    def _would_reject(
+        self, scope: Scope, rules: Sequence[Rule], decisions: Sequence[Decision]
+    ) -> None:
+        self.shadow_rejections += 1
+        self._logger.warning(
+            "rate_limit.would_reject",
+            rules=[rule.name for rule, d in zip(rules, decisions, strict=True) if not d.allowed],
+            path=scope["path"],
+            method=scope.get("method", "GET"),
+        )
