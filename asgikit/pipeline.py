@@ -30,6 +30,7 @@ __all__ = [
 CANONICAL_ORDER: Final = (
     "proxy_headers",
     "request_id",
+    "inspector",
     "access_log",
     "tracing",
     "cors",
@@ -46,6 +47,9 @@ ORDER_RULES: Final[tuple[tuple[str, str, str], ...]] = (
     ("proxy_headers", "rate_limit", "every client behind the proxy shares the proxy's limit"),
     ("request_id", "access_log", "access log lines carry no request id"),
     ("request_id", "tracing", "spans carry no request id"),
+    ("request_id", "inspector", "the inspector's rows carry no request id"),
+    ("inspector", "rate_limit", "429 responses do not show in the inspector"),
+    ("inspector", "timeout", "504 responses do not show in the inspector"),
     ("access_log", "cors", "CORS rejections and preflight answers are not logged"),
     ("access_log", "rate_limit", "429 responses are not logged"),
     ("access_log", "timeout", "504 responses are not logged, and the time limit covers logging"),

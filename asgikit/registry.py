@@ -56,6 +56,7 @@ ENTRY_POINT_GROUP: Final = "asgikit.middleware"
 BUILTINS: Final[Mapping[str, str]] = {
     "proxy_headers": "asgikit.middleware.proxy_headers:ProxyHeadersMiddleware",
     "request_id": "asgikit.middleware.request_id:RequestIDMiddleware",
+    "inspector": "asgikit.middleware.inspector:DevInspectorMiddleware",
     "access_log": "asgikit.middleware.access_log:AccessLogMiddleware",
     "tracing": "asgikit.middleware.tracing:TracingMiddleware",
     "cors": "asgikit.middleware.cors:CORSMiddleware",

@@ -13,6 +13,7 @@ __all__ = [
     "AccessLogMiddleware",
     "CORSMiddleware",
     "CompressionMiddleware",
+    "DevInspectorMiddleware",
     "ProxyHeadersMiddleware",
     "RateLimitMiddleware",
     "RequestIDMiddleware",
@@ -20,3 +21,13 @@ __all__ = [
     "TimeoutMiddleware",
     "TracingMiddleware",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The development inspector loads only when it is asked for: it costs nothing (not
+    # even an import) in an app that does not use it.
+    if name == "DevInspectorMiddleware":
+        from asgikit.middleware.inspector import DevInspectorMiddleware
+
+        return DevInspectorMiddleware
+    raise AttributeError(f"module 'asgikit.middleware' has no attribute {name!r}")

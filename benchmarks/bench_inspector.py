@@ -1,0 +1,116 @@
+"""DevInspectorMiddleware's cost per request, beside the bare app and AccessLogMiddleware.
+
+python -m benchmarks.bench_inspector [--rounds 15] [--min-time 0.05]
+
+Four cases in one interleaved run, per scenario:
+
+- the bare app;
+- asgikit's ``AccessLogMiddleware`` with its defaults, writing JSON lines (through
+  ``asgikit.logging.configure(format="json")``) to a null sink: the anchor, since the
+  inspector records about what a log line holds;
+- ``DevInspectorMiddleware`` with no tracer provider (the global one is not set);
+- ``DevInspectorMiddleware`` with an SDK ``TracerProvider`` (its span processor added;
+  the bare app opens no spans, so this is the price of watching for them).
+
+The inspector keeps references and decodes nothing while the request runs; the
+redaction and the JSON are paid when the page asks. Ratios are to the access log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from opentelemetry.sdk.trace import TracerProvider
+
+import asgikit.logging
+from asgikit.middleware.access_log import AccessLogMiddleware
+from asgikit.middleware.inspector import DevInspectorMiddleware
+from asgikit.types import ASGIApp
+from benchmarks.harness import Request, Result, bare_app, report, run_asgi
+
+__all__ = ["main"]
+
+BARE = "bare app"
+ANCHOR = "asgikit AccessLogMiddleware"
+OURS = "asgikit DevInspectorMiddleware"
+TRACED = "asgikit DevInspectorMiddleware, SDK tracer provider"
+
+_BROWSER = [
+    (b"host", b"127.0.0.1:8000"),
+    (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
+    (b"accept", b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    (b"accept-language", b"en-GB,en;q=0.5"),
+    (b"accept-encoding", b"gzip, deflate, br, zstd"),
+    (b"cookie", b"session=0123456789abcdef; theme=dark"),
+]
+
+SCENARIOS = {
+    "GET, browser headers": Request(path="/items/42", headers=_BROWSER),
+    "GET with a query (one sensitive parameter)": Request(
+        path="/search?q=shoes&page=2&access_token=abc123def456", headers=_BROWSER
+    ),
+}
+
+
+class _NullSink(io.RawIOBase):
+    """A binary stream that keeps nothing."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
+def apps() -> dict[str, ASGIApp]:
+    """The four cases, each around the harness's bare app."""
+    return {
+        BARE: bare_app,
+        ANCHOR: AccessLogMiddleware(bare_app),
+        OURS: DevInspectorMiddleware(bare_app),
+        TRACED: DevInspectorMiddleware(bare_app, tracer_provider=TracerProvider()),
+    }
+
+
+def added_cost(results: Sequence[Result], case: str) -> float:
+    """*case*'s added per-request cost over the bare app, relative to the access log's."""
+    by_case = {r.case: r.median_us for r in results}
+    bare = by_case[BARE]
+    return (by_case[case] - bare) / (by_case[ANCHOR] - bare)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_inspector")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--min-time", type=float, default=0.05)
+    args = parser.parse_args(argv)
+    # Kept in a variable: a collected TextIOWrapper closes the sink under the logger.
+    sink = io.TextIOWrapper(io.BufferedWriter(_NullSink()), write_through=True)
+    asgikit.logging.configure(format="json", stream=sink, stdlib=False)
+    try:
+        cases = apps()
+        for title, scenario in SCENARIOS.items():
+            results = run_asgi(
+                cases,
+                baseline=ANCHOR,
+                request=scenario,
+                rounds=args.rounds,
+                min_time=args.min_time,
+            )
+            print(report(results, f"Development inspector, {title}"))
+            print(
+                f"Added per-request cost over the bare app: {added_cost(results, OURS):.2f}x "
+                f"the access log's; with an SDK tracer provider: "
+                f"{added_cost(results, TRACED):.2f}x\n"
+            )
+    finally:
+        structlog.reset_defaults()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
