@@ -1,6 +1,11 @@
-"""Shared fixtures: every async test runs on asyncio and on trio."""
+"""Shared fixtures: every async test runs on asyncio and on trio, and no test leaves
+logging configured for the next one."""
+
+import logging
+from collections.abc import Iterator
 
 import pytest
+import structlog
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -19,3 +24,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     marker = item.get_closest_marker("missing_tool")
     if marker is not None:
         pytest.fail(f"ASGIKIT_REQUIRE_TOOLS=1 but {marker.args[0]}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _global_logging_restored() -> Iterator[None]:
+    """asgikit.logging.configure() (the soak stack, config files, the CLI) changes
+    structlog's and the standard library's global set-up: put both back."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
