@@ -1,0 +1,1 @@
+"""A minimal Django project (no database) behind asgikit's middleware: see asgi.py."""
