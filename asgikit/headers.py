@@ -32,6 +32,7 @@ __all__ = [
     "get_header",
     "has_header",
     "header_tokens",
+    "lowercase_names",
     "parse_qlist",
     "parse_qlist_headers",
     "remove_headers",
@@ -175,6 +176,20 @@ def has_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bool:
         if field_name == name:
             return True
     return False
+
+
+def lowercase_names(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders | None:
+    """The headers with lowercase names, or ``None`` when they already are.
+
+    The ASGI spec asks apps for lowercase names, but some send them as written (Django
+    sends ``Content-Type``). A middleware that looked a field up by its lowercase name
+    and did not find it can call this on that slow path and look again.
+    """
+    pairs = list(headers)
+    for name, _ in pairs:
+        if not name.islower() and name.lower() != name:
+            return [(field.lower(), value) for field, value in pairs]
+    return None
 
 
 def header_tokens(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:

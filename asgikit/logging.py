@@ -510,5 +510,9 @@ def _route_stdlib(
     root.setLevel(level)
     for name in _SERVER_LOGGERS:
         server_logger = logging.getLogger(name)
+        if not server_logger.handlers and not server_logger.propagate:
+            # Silenced on purpose (uvicorn --no-access-log leaves uvicorn.access so):
+            # routing it would bring back the lines the server was told to drop.
+            continue
         server_logger.handlers.clear()
         server_logger.propagate = True

@@ -13,7 +13,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from asgikit._options import string_list
-from asgikit.headers import add_vary
+from asgikit.headers import add_vary, lowercase_names
 from asgikit.scopes import derive_scope
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -209,6 +209,10 @@ class CompressionMiddleware:
                         content_type = value
                     elif name in SPECIAL_FIELDS:
                         special = True
+                if content_type is None:
+                    lowered = lowercase_names(headers)
+                    if lowered is not None:  # an app that writes Content-Type: look again
+                        return send_compressed({**message, "headers": lowered})
                 status = message["status"]
                 if (
                     content_type is None

@@ -14,6 +14,7 @@ from asgikit.headers import (
     get_header,
     has_header,
     header_tokens,
+    lowercase_names,
     parse_qlist,
     parse_qlist_headers,
     remove_headers,
@@ -589,3 +590,12 @@ def test_prop_header_tokens_ignores_ows_and_empty_elements(
         pad = padding[i % len(padding)]
         pieces += [pad + token + pad, pad]
     assert header_tokens([(b"x-list", b",".join(pieces))], b"x-list") == tokens
+
+
+def test_lowercase_names_only_copies_when_a_name_has_capitals() -> None:
+    assert lowercase_names([(b"content-type", b"A"), (b"x-1", b"B"), (b"123", b"C")]) is None
+    assert lowercase_names([]) is None
+    assert lowercase_names([(b"vary", b"Origin"), (b"Content-Type", b"text/plain")]) == [
+        (b"vary", b"Origin"),
+        (b"content-type", b"text/plain"),
+    ]

@@ -480,3 +480,17 @@ def test_exception_group_members_are_indented_by_the_traceback_itself() -> None:
         text = traceback_text(group)
     assert "ExceptionGroup: group" in text
     assert not any(line.startswith("forged") for line in text.splitlines())
+
+
+def test_a_server_logger_silenced_on_purpose_stays_silent() -> None:
+    # uvicorn --no-access-log empties uvicorn.access and stops it propagating; an app
+    # factory that configures logging afterwards must not bring those lines back.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers, access.propagate = [], False
+    stream = io.StringIO()
+    configure(format="json", stream=stream)
+    access.info('127.0.0.1:5000 - "GET / HTTP/1.1" 200')
+    logging.getLogger("uvicorn.error").info("still routed")
+    assert "GET / HTTP/1.1" not in stream.getvalue()
+    assert "still routed" in stream.getvalue()
+    access.propagate = True

@@ -288,6 +288,23 @@ async def test_compressed_media_types_are_left_alone(content_type: bytes) -> Non
     assert response.body == BODY
 
 
+async def test_header_names_an_app_writes_in_capitals_are_read_and_lowercased() -> None:
+    # Django sends names as written (Content-Type), against the ASGI spec's advice; the
+    # checker would reject that app, so only the middleware's own output is checked.
+    app = responder(
+        headers=[(b"Content-Type", b"application/json"), (b"X-Frame-Options", b"DENY")],
+        length=False,
+    )
+    response = await request(
+        enforce(CompressionMiddleware(app)), headers={"accept-encoding": "gzip"}
+    )
+    assert response.header("content-encoding") == "gzip"
+    assert zlib.decompress(response.body, 31) == BODY
+    names = [name for name, _ in response.headers]
+    assert b"content-type" in names and b"x-frame-options" in names
+    assert all(name == name.lower() for name in names)
+
+
 async def test_no_content_type_is_left_alone() -> None:
     response = await request(wrapped(responder(headers=[])), headers={"accept-encoding": "gzip"})
     assert response.header("content-encoding") is None and vary(response) == []
