@@ -88,12 +88,6 @@ class Framework:
         return app if "contract" in self.limitations else enforce(app)
 
 
-DJANGO_HEADERS = (
-    "Django 5.2 sends response header names as written (b'Content-Type'), not lowercase "
-    "as ASGI requires"
-)
-
-
 FRAMEWORKS = (
     Framework("starlette", "tests.e2e.stack:starlette_app", _starlette_hook, "/items/{item_id}"),
     Framework(
@@ -123,11 +117,6 @@ FRAMEWORKS = (
         trio=False,
         lifespan=False,
         limitations={
-            "contract": DJANGO_HEADERS + ": asgikit.enforce rejects them (rule H2)",
-            "compression": (
-                DJANGO_HEADERS + ": CompressionMiddleware looks for a lowercase "
-                "content-type, finds none, and leaves every Django response uncompressed"
-            ),
             "websocket": "Django serves websockets only with Channels (not in the example)",
         },
         hook_note=(
