@@ -60,8 +60,9 @@ async def trace_websocket(
     recording = span.is_recording()
     if recording:
         span.set_attributes(middleware._attributes.request(scope, "GET", scheme))
-    if CHAIN_KEY not in scope:  # see TracingMiddleware: the route is read from the chain
-        chain: list[Scope] = []
+    chain: list[Scope] | None = None  # see TracingMiddleware: the route is read from it
+    if CHAIN_KEY not in scope:
+        chain = []
         scope = {**scope, CHAIN_KEY: chain}
         chain.append(scope)
     events = recording and middleware._events
@@ -136,3 +137,5 @@ async def trace_websocket(
             span.set_attributes(attributes)
             error_status(span, error, error_type)
         span.end(end_time=end)
+        if chain is not None:
+            chain.clear()  # a scope-chain cycle, broken (see TracingMiddleware)

@@ -231,8 +231,9 @@ class AccessLogMiddleware:
         holder = scope.get(TIMEOUT_SCOPE_KEY)
         # An outer middleware may already share both; start_chain, inlined (hot path).
         timeout: dict[str, Any] = holder if isinstance(holder, dict) else {}
+        chain: list[Scope] | None = None  # the one this call starts, cleared at the end
         if CHAIN_KEY not in scope:
-            chain: list[Scope] = []
+            chain = []
             scope = {**scope, TIMEOUT_SCOPE_KEY: timeout, CHAIN_KEY: chain}
             chain.append(scope)
         elif timeout is not holder:
@@ -326,6 +327,10 @@ class AccessLogMiddleware:
                 if tokens is not None:
                     for var, token in reversed(tokens):
                         var.reset(token)
+                if chain is not None:
+                    # The chain and the scopes in it refer to each other: a cycle only
+                    # the garbage collector would break, once per request.
+                    chain.clear()
 
     def _log_http(
         self,

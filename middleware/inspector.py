@@ -234,8 +234,9 @@ class DevInspectorMiddleware:
     async def _recorded(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = _now()
         started_ns = _time_ns()
+        chain: list[Scope] | None = None  # the one this call starts, cleared at the end
         if CHAIN_KEY not in scope:  # asgikit.scopes.start_chain, inlined
-            chain: list[Scope] = []
+            chain = []
             scope = {**scope, CHAIN_KEY: chain}
             chain.append(scope)
         status: int | None = None
@@ -315,6 +316,8 @@ class DevInspectorMiddleware:
                     disconnected=disconnected,
                 )
             )
+            if chain is not None:
+                chain.clear()  # a scope-chain cycle, broken (see asgikit.scopes)
 
     @staticmethod
     def _facts(scope: Scope) -> dict[str, Any]:

@@ -278,8 +278,9 @@ class TracingMiddleware:
             span.set_attributes(self._attributes.request(scope, method, scheme))
         # The chain records the copies made inside: the route the framework writes into
         # its own scope is read from there after the app returns.
+        chain: list[Scope] | None = None  # the one this call starts, cleared at the end
         if CHAIN_KEY not in scope:
-            chain: list[Scope] = []
+            chain = []
             scope = {**scope, CHAIN_KEY: chain}
             chain.append(scope)
         in_flight = self._in_flight
@@ -380,3 +381,7 @@ class TracingMiddleware:
                 sent,
                 response_headers,
             )
+            if chain is not None:
+                # The chain and its scopes refer to each other: break the cycle now
+                # rather than leave it to the garbage collector.
+                chain.clear()
