@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 from collections.abc import Sequence
-from typing import Any
 
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
@@ -30,6 +29,7 @@ import asgikit.logging
 from asgikit.middleware.access_log import AccessLogMiddleware
 from asgikit.middleware.inspector import DevInspectorMiddleware
 from asgikit.types import ASGIApp
+from benchmarks.bench_access_log import _BROWSER, _NullSink
 from benchmarks.harness import Request, Result, bare_app, report, run_asgi
 
 __all__ = ["main"]
@@ -39,31 +39,12 @@ ANCHOR = "asgikit AccessLogMiddleware"
 OURS = "asgikit DevInspectorMiddleware"
 TRACED = "asgikit DevInspectorMiddleware, SDK tracer provider"
 
-_BROWSER = [
-    (b"host", b"127.0.0.1:8000"),
-    (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
-    (b"accept", b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
-    (b"accept-language", b"en-GB,en;q=0.5"),
-    (b"accept-encoding", b"gzip, deflate, br, zstd"),
-    (b"cookie", b"session=0123456789abcdef; theme=dark"),
-]
-
 SCENARIOS = {
     "GET, browser headers": Request(path="/items/42", headers=_BROWSER),
     "GET with a query (one sensitive parameter)": Request(
         path="/search?q=shoes&page=2&access_token=abc123def456", headers=_BROWSER
     ),
 }
-
-
-class _NullSink(io.RawIOBase):
-    """A binary stream that keeps nothing."""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        return len(data)
 
 
 def apps() -> dict[str, ASGIApp]:

@@ -268,6 +268,18 @@ def file_bytes(message: Message) -> int:
 _Capture = dict[bytes, tuple[str, bool]]
 """Header name -> (field name, redacted)."""
 
+
+def captured(headers: Any, wanted: _Capture) -> dict[str, list[str]]:
+    """The *wanted* headers' values by field name, in order, redacted where listed."""
+    found: dict[str, list[str]] = {}
+    for name, value in headers:
+        entry = wanted.get(name)
+        if entry is not None:
+            key, redacted = entry
+            found.setdefault(key, []).append(REDACTED if redacted else value.decode("latin-1"))
+    return found
+
+
 # Module globals: a dict display with these keys is the line's hot path.
 _METHOD = Field.METHOD
 _PATH = Field.PATH
@@ -460,13 +472,7 @@ class LineBuilder:
 
     def _capture(self, headers: Any, wanted: _Capture | None, fields: dict[str, Any]) -> None:
         assert wanted is not None
-        found: dict[str, list[str]] = {}
-        for name, value in headers:
-            entry = wanted.get(name)
-            if entry is not None:
-                key, redacted = entry
-                found.setdefault(key, []).append(REDACTED if redacted else value.decode("latin-1"))
-        for key, values in found.items():
+        for key, values in captured(headers, wanted).items():
             fields[key] = truncate(", ".join(values), self._limit)
 
 

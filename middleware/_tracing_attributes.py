@@ -29,8 +29,8 @@ from asgikit.types import Scope
 from ._access_log_fields import (
     ALWAYS_REDACTED_HEADERS,
     PEER_SCOPE_KEY,
-    REDACTED,
     QueryRedactor,
+    captured,
     route_template,
 )
 from ._forwarded import parse_host
@@ -250,13 +250,7 @@ class SpanAttributes:
 
 def capture(headers: Any, wanted: _Capture, attributes: dict[str, Any]) -> None:
     """Add the *wanted* headers' values to *attributes*, as lists, redacted as listed."""
-    found: dict[str, list[str]] = {}
-    for name, value in headers:
-        entry = wanted.get(name)
-        if entry is not None:
-            key, redacted = entry
-            found.setdefault(key, []).append(REDACTED if redacted else value.decode("latin-1"))
-    attributes.update(found)
+    attributes.update(captured(headers, wanted))
 
 
 def route_of(scope: Scope) -> str | None:

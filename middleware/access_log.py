@@ -12,8 +12,7 @@ from contextvars import ContextVar, Token
 from typing import Any, Final
 
 import structlog
-from opentelemetry.context import get_current as _current_otel_context
-from opentelemetry.trace import SpanContext, get_current_span
+from opentelemetry.trace import SpanContext
 
 from asgikit._options import string_list
 from asgikit.logging import HTTP_EVENT, WEBSOCKET_EVENT, Field, structlog_contextvar
@@ -28,12 +27,12 @@ from ._access_log_fields import (
     TIMEOUT_SCOPE_KEY,
     LineBuilder,
     exclusions,
-    file_bytes,
     header_names,
     level_number,
     positive_seconds,
     status_level_table,
 )
+from ._exchange import Exchange, current_span_context
 
 __all__ = [
     "ALWAYS_REDACTED_HEADERS",
@@ -53,19 +52,6 @@ _now = time.perf_counter
 _random = random.random
 
 _Tokens = list[tuple[ContextVar[Any], Token[Any]]]
-
-
-def _span_context() -> SpanContext | None:
-    """The current span's context, if a valid one is current.
-
-    Nothing attached to OpenTelemetry's context (no tracing at all) is told by one cheap
-    look at the context, a quarter of the cost of asking for the current span.
-    """
-    context = _current_otel_context()
-    if not context:
-        return None
-    span_context = get_current_span(context).get_span_context()
-    return span_context if span_context.is_valid else None
 
 
 class AccessLogMiddleware:
@@ -204,7 +190,7 @@ class AccessLogMiddleware:
             if request_id is not None and self._rid_var.get() != request_id:
                 tokens = [(self._rid_var, self._rid_var.set(request_id))]
         if self._trace_ids:
-            span_context = _span_context()
+            span_context = current_span_context()
             if span_context is not None and self._bind:
                 trace_id = f"{span_context.trace_id:032x}"
                 span_id = f"{span_context.span_id:016x}"
@@ -240,88 +226,32 @@ class AccessLogMiddleware:
             scope = derive_scope(scope, {TIMEOUT_SCOPE_KEY: timeout})
         # The chain records the copies made inside, so that the route the framework
         # writes into its own scope can be read after the app returns.
-        status: int | None = None
-        first_byte: float | None = None
-        end: float | None = None
-        sent = received = 0
-        trailers = final_sent = complete = disconnected = False
-        gone: OSError | None = None
-        response_headers: Any = None
-        capture_response = self._lines.response_capture is not None
-        trace_ids = self._trace_ids
         tokens, span_context = self._bind_context(scope)
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, first_byte, end, sent, trailers, final_sent, complete
-            nonlocal disconnected, gone, response_headers, span_context
-            kind = message["type"]
-            size = 0
-            if kind == "http.response.body":
-                size = len(message.get("body", b""))
-                final = not message.get("more_body", False) and not trailers
-            elif kind == "http.response.start":
-                status = message["status"]
-                first_byte = _now()
-                trailers = bool(message.get("trailers", False))
-                final = False
-                if capture_response:
-                    response_headers = message.get("headers", ())
-                if trace_ids:
-                    # The app's context: a span opened inside this middleware is current.
-                    span_context = _span_context() or span_context
-            elif kind == "http.response.trailers":
-                final = not message.get("more_trailers", False)
-            elif kind == "http.response.pathsend" or kind == "http.response.zerocopysend":
-                size = file_bytes(message)
-                final = not trailers and (
-                    kind == "http.response.pathsend" or not message.get("more_body", False)
-                )
-            else:
-                final = False
-            if final:
-                final_sent = True
-            try:
-                await send(message)
-            except OSError as exc:
-                disconnected = True
-                gone = exc
-                raise
-            sent += size  # counted once it is out: bytes actually sent
-            if final:
-                end = _now()
-                complete = True
-
-        async def receive_wrapper() -> Message:
-            nonlocal received, disconnected
-            message = await receive()
-            kind = message["type"]
-            if kind == "http.request":
-                received += len(message.get("body", b""))
-            elif kind == "http.disconnect" and not final_sent:
-                disconnected = True
-            return message
-
+        ex = Exchange(send, receive, _now, spans=self._trace_ids)
+        ex.span_context = span_context  # on entry; the one at the response start wins
         error: BaseException | None = None
         try:
-            await self.app(scope, receive_wrapper, send_wrapper)
+            await self.app(scope, ex.receive, ex.send)
         except BaseException as exc:
-            error = exc if exc is not gone else None
+            error = exc if exc is not ex.gone else None
             raise
         finally:
             try:
+                end = ex.end
+                first_byte = ex.first_byte
                 self._log_http(
                     scope,
                     timeout,
                     (_now() if end is None else end) - start,
                     None if first_byte is None else first_byte - start,
-                    status,
-                    sent,
-                    received,
-                    complete,
-                    disconnected,
+                    ex.status,
+                    ex.sent,
+                    ex.received,
+                    ex.complete,
+                    ex.disconnected,
                     error,
-                    span_context,
-                    response_headers,
+                    ex.span_context,
+                    ex.response_headers if self._lines.response_capture is not None else None,
                 )
             finally:
                 if tokens is not None:
@@ -432,7 +362,7 @@ class AccessLogMiddleware:
             elif kind == "websocket.accept":
                 status = 101
                 if trace_ids:
-                    span_context = _span_context() or span_context
+                    span_context = current_span_context() or span_context
             elif kind == "websocket.close":
                 if status is None:
                     status = 403  # closed before accepting: the server answers 403

@@ -9,24 +9,23 @@ from typing import Any, Final
 
 import structlog
 from opentelemetry import trace
-from opentelemetry.context import get_current as _current_otel_context
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
-from opentelemetry.trace import ProxyTracerProvider, SpanContext, get_current_span
+from opentelemetry.trace import ProxyTracerProvider
 
 from asgikit._options import string_list
 from asgikit.scopes import CHAIN_KEY, innermost_with
-from asgikit.types import ASGIApp, Message, Receive, Scope, Send
+from asgikit.types import ASGIApp, Receive, Scope, Send
 
 from ._access_log_fields import (
     ALWAYS_REDACTED_HEADERS,
     DEFAULT_REDACTED_QUERY_PARAMS,
     PEER_SCOPE_KEY,
     REQUEST_ID_SCOPE_KEY,
-    file_bytes,
     header_names,
     route_template,
     truncate,
 )
+from ._exchange import Exchange, current_span_context
 from ._inspector_json import MAX_TRACEBACK, Record, Renderer
 from ._inspector_serve import Endpoints, local_client, local_server
 from ._inspector_store import REQUEST_SPAN, InspectorSpanProcessor, RingBuffer, SpanStore
@@ -38,15 +37,6 @@ _RETRY_SECONDS: Final = 1.0
 """How often the global tracer provider is looked at again until one is set."""
 _now = time.perf_counter
 _time_ns = time.time_ns
-
-
-def _span_context() -> SpanContext | None:
-    """The current span's context, if a valid one is current (one cheap look first)."""
-    context = _current_otel_context()
-    if not context:
-        return None
-    span_context = get_current_span(context).get_span_context()
-    return span_context if span_context.is_valid else None
 
 
 def _count(value: Any, option: str, least: int) -> int:
@@ -239,67 +229,31 @@ class DevInspectorMiddleware:
             chain = []
             scope = {**scope, CHAIN_KEY: chain}
             chain.append(scope)
-        status: int | None = None
-        first_byte: float | None = None
-        sent = received = 0
-        final_sent = disconnected = False
-        gone: OSError | None = None
-        response_headers: Any = None
-        span_context = _span_context()
+        ex = Exchange(send, receive, _now, spans=True)
+        ex.span_context = current_span_context()  # on entry; the one at the start wins
         # The first span started inside, for a request that fails before it responds.
         first_span = [0, 0] if self._tracing else None
         token = None if first_span is None else REQUEST_SPAN.set(first_span)
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, first_byte, sent, final_sent, disconnected, gone
-            nonlocal response_headers, span_context
-            kind = message["type"]
-            size = 0
-            if kind == "http.response.start":
-                status = message["status"]
-                first_byte = _now()
-                response_headers = message.get("headers", ())
-                span_context = _span_context() or span_context
-            elif kind == "http.response.body":
-                size = len(message.get("body", b""))
-                final_sent = final_sent or not message.get("more_body", False)
-            elif kind == "http.response.pathsend" or kind == "http.response.zerocopysend":
-                size = file_bytes(message)
-                final_sent = True
-            try:
-                await send(message)
-            except OSError as exc:
-                disconnected = True
-                gone = exc
-                raise
-            sent += size
-
-        async def receive_wrapper() -> Message:
-            nonlocal received, disconnected
-            message = await receive()
-            kind = message["type"]
-            if kind == "http.request":
-                received += len(message.get("body", b""))
-            elif kind == "http.disconnect" and not final_sent:
-                disconnected = True
-            return message
-
         error: BaseException | None = None
         try:
-            await self.app(scope, receive_wrapper, send_wrapper)
+            await self.app(scope, ex.receive, ex.send)
         except BaseException as exc:
-            error = exc if exc is not gone else None
+            error = exc if exc is not ex.gone else None
             raise
         finally:
             if token is not None:
                 REQUEST_SPAN.reset(token)
             trace_id = span_id = 0
+            span_context = ex.span_context
             if span_context is not None:
                 trace_id, span_id = span_context.trace_id, span_context.span_id
             elif first_span is not None:
                 trace_id, span_id = first_span
-            if status is None and isinstance(error, Exception) and not disconnected:
+            status = ex.status
+            if status is None and isinstance(error, Exception) and not ex.disconnected:
                 status = 500  # what every ASGI server answers
+            first_byte = ex.first_byte
             self._record(
                 Record(
                     scope=self._facts(scope),
@@ -307,13 +261,13 @@ class DevInspectorMiddleware:
                     status=status,
                     duration=_now() - start,
                     ttfb=None if first_byte is None else first_byte - start,
-                    received=received,
-                    sent=sent,
-                    response_headers=response_headers,
+                    received=ex.received,
+                    sent=ex.sent,
+                    response_headers=ex.response_headers,
                     trace_id=trace_id,
                     span_id=span_id,
                     error=None if error is None else _error(error, self._limit),
-                    disconnected=disconnected,
+                    disconnected=ex.disconnected,
                 )
             )
             if chain is not None:

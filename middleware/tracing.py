@@ -28,9 +28,9 @@ from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 from ._access_log_fields import (
     DEFAULT_REDACTED_QUERY_PARAMS,
     exclusions,
-    file_bytes,
     header_names,
 )
+from ._exchange import Exchange
 from ._tracing_attributes import (
     ACTIVE_REQUESTS,
     CANCELLED,
@@ -287,78 +287,31 @@ class TracingMiddleware:
         flight_key = (method, scheme)
         in_flight[flight_key] = in_flight.get(flight_key, 0) + 1
 
-        status: int | None = None
-        end: int | None = None
-        sent = received = 0
-        trailers = final_sent = disconnected = False
-        gone: OSError | None = None
-        response_headers: Any = None
         capture_response = recording and self._attributes.response_capture is not None
-        count_sent = self._response_size is not None
         events = recording and self._events
         timing_headers = self._timing_headers(span)
+        on_start = None
+        if timing_headers is not None:
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, end, sent, trailers, final_sent, disconnected, gone
-            nonlocal response_headers
-            kind = message["type"]
-            size = 0
-            if kind == "http.response.body":
-                size = len(message.get("body", b""))
-                final = not message.get("more_body", False) and not trailers
-            elif kind == "http.response.start":
-                status = message["status"]
-                trailers = bool(message.get("trailers", False))
-                final = False
-                if capture_response:
-                    response_headers = message.get("headers", ())
-                if timing_headers is not None:
-                    headers = message.get("headers", ())
-                    message = {**message, "headers": [*headers, *timing_headers]}
-            elif kind == "http.response.trailers":
-                final = not message.get("more_trailers", False)
-            elif kind == "http.response.pathsend" or kind == "http.response.zerocopysend":
-                if count_sent or events:
-                    size = file_bytes(message)
-                final = not trailers and (
-                    kind == "http.response.pathsend" or not message.get("more_body", False)
-                )
-            else:
-                final = False
-            if final:
-                final_sent = True
-            try:
-                await send(message)
-            except OSError as exc:
-                disconnected = True
-                gone = exc
-                raise
-            sent += size
-            if events:
-                span.add_event(kind, {"message.size": size} if size else None)
-            if final:
-                end = _time_ns()
+            def on_start(message: Message) -> Message:
+                headers = message.get("headers", ())
+                return {**message, "headers": [*headers, *timing_headers]}
 
-        async def receive_wrapper() -> Message:
-            nonlocal received, disconnected
-            message = await receive()
-            kind = message["type"]
-            if kind == "http.request":
-                size = len(message.get("body", b""))
-                received += size
-                if events:
-                    span.add_event(kind, {"message.size": size} if size else None)
-            elif kind == "http.disconnect" and not final_sent:
-                disconnected = True
-            return message
+        ex = (
+            _EventfulExchange(span, send, receive, _time_ns, on_start=on_start)
+            if events
+            else Exchange(
+                send, receive, _time_ns, on_start=on_start, files=self._response_size is not None
+            )
+        )
 
         token = attach(set_span_in_context(span, parent))
         tokens = self._bind_ids(span)
         error: BaseException | None = None
         try:
-            await self.app(scope, receive_wrapper, send_wrapper)
+            await self.app(scope, ex.receive, ex.send)
         except BaseException as exc:
-            error = exc if exc is not gone else None
+            error = exc if exc is not ex.gone else None
             raise
         finally:
             if tokens is not None:
@@ -371,17 +324,41 @@ class TracingMiddleware:
                 span,
                 scope,
                 start,
-                end,
-                status,
+                ex.end,
+                ex.status,
                 error,
-                disconnected,
+                ex.disconnected,
                 method,
                 scheme,
-                received,
-                sent,
-                response_headers,
+                ex.received,
+                ex.sent,
+                ex.response_headers if capture_response else None,
             )
             if chain is not None:
                 # The chain and its scopes refer to each other: break the cycle now
                 # rather than leave it to the garbage collector.
                 chain.clear()
+
+
+class _EventfulExchange(Exchange):
+    """An ``Exchange`` that adds a span event per message (``message_events=True``)."""
+
+    __slots__ = ("_span",)
+
+    def __init__(self, span: Span, send: Send, receive: Receive, clock: Any, **options: Any):
+        super().__init__(send, receive, clock, **options)
+        self._span = span
+
+    async def send(self, message: Message) -> None:
+        before = self.sent
+        await Exchange.send(self, message)
+        size = self.sent - before
+        self._span.add_event(message["type"], {"message.size": size} if size else None)
+
+    async def receive(self) -> Message:
+        before = self.received
+        message = await Exchange.receive(self)
+        if message["type"] == "http.request":
+            size = self.received - before
+            self._span.add_event("http.request", {"message.size": size} if size else None)
+        return message

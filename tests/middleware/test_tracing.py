@@ -338,11 +338,15 @@ async def test_disconnect_while_reading_the_body(telemetry: Telemetry) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    await request(telemetry.wrap(app, request_size=True), body=[b"ab", DISCONNECT])
-    attributes = dict(telemetry.span().attributes or {})
+    wrapped = telemetry.wrap(app, request_size=True, message_events=True)
+    await request(wrapped, body=[b"ab", DISCONNECT])
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
     assert attributes[DISCONNECTED] is True
     [size] = telemetry.points("http.server.request.body.size")
     assert size.sum == 2
+    # A message event per request-body message; the disconnect is the attribute.
+    assert [event.name for event in span.events] == ["http.request"]
 
 
 async def test_cancellation_ends_the_span_once(telemetry: Telemetry) -> None:

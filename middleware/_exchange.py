@@ -1,0 +1,146 @@
+"""What an observing middleware learns of one HTTP exchange, from its messages.
+
+The access log, tracing and the inspector each watch the same things go by: the status,
+when the response started and when it completed (the final body, a ``pathsend``, the
+last trailers), the bytes each way, and whether the client left. ``Exchange`` is that
+watcher, once: its ``send`` and ``receive`` stand in for the server's, and its
+attributes hold what they saw. Bytes are counted once they are out; a send that fails
+with ``OSError`` (the client is gone, contract H7) marks the exchange disconnected and
+keeps the error in ``gone`` so the caller can tell it from the app's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.context import get_current as _current_otel_context
+from opentelemetry.trace import SpanContext, get_current_span
+
+from asgikit.types import Message, Receive, Send
+
+from ._access_log_fields import file_bytes
+
+__all__ = ["Exchange", "current_span_context"]
+
+
+def current_span_context() -> SpanContext | None:
+    """The current span's context, if a valid one is current.
+
+    Nothing attached to OpenTelemetry's context (no tracing at all) is told by one cheap
+    look at the context, a quarter of the cost of asking for the current span.
+    """
+    context = _current_otel_context()
+    if not context:
+        return None
+    span_context = get_current_span(context).get_span_context()
+    return span_context if span_context.is_valid else None
+
+
+class Exchange:
+    """One HTTP exchange as seen from a middleware: pass ``send`` and ``receive`` on.
+
+    Args:
+        send: The server's ``send``.
+        receive: The server's ``receive``.
+        clock: Read at the response start (``first_byte``) and its completion (``end``).
+        on_start: Called with ``http.response.start``; returns the message to send (to
+            add headers). None: sent as it is.
+        spans: Keep the span current at the response start in ``span_context`` (the
+            app's context: a span opened inside the caller is current there).
+        files: Count the bytes of ``pathsend`` and ``zerocopysend`` files (a ``stat``).
+    """
+
+    __slots__ = (
+        "_files",
+        "_receive",
+        "_send",
+        "_spans",
+        "clock",
+        "complete",
+        "disconnected",
+        "end",
+        "final_sent",
+        "first_byte",
+        "gone",
+        "on_start",
+        "received",
+        "response_headers",
+        "sent",
+        "span_context",
+        "status",
+        "trailers",
+    )
+
+    def __init__(
+        self,
+        send: Send,
+        receive: Receive,
+        clock: Callable[[], Any],
+        *,
+        on_start: Callable[[Message], Message] | None = None,
+        spans: bool = False,
+        files: bool = True,
+    ) -> None:
+        self._send = send
+        self._receive = receive
+        self.clock = clock
+        self.on_start = on_start
+        self._spans = spans
+        self._files = files
+        self.status: int | None = None
+        self.first_byte: Any = None
+        self.end: Any = None
+        self.sent = self.received = 0
+        self.trailers = self.final_sent = self.complete = self.disconnected = False
+        self.gone: OSError | None = None
+        self.response_headers: Any = None
+        self.span_context: SpanContext | None = None
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        size = 0
+        if kind == "http.response.body":
+            size = len(message.get("body", b""))
+            final = not message.get("more_body", False) and not self.trailers
+        elif kind == "http.response.start":
+            self.status = message["status"]
+            self.first_byte = self.clock()
+            self.trailers = bool(message.get("trailers", False))
+            self.response_headers = message.get("headers", ())
+            final = False
+            if self._spans:
+                self.span_context = current_span_context() or self.span_context
+            if self.on_start is not None:
+                message = self.on_start(message)
+        elif kind == "http.response.trailers":
+            final = not message.get("more_trailers", False)
+        elif kind == "http.response.pathsend" or kind == "http.response.zerocopysend":
+            if self._files:
+                size = file_bytes(message)
+            final = not self.trailers and (
+                kind == "http.response.pathsend" or not message.get("more_body", False)
+            )
+        else:
+            final = False
+        if final:
+            self.final_sent = True
+        try:
+            await self._send(message)
+        except OSError as exc:
+            self.disconnected = True
+            self.gone = exc
+            raise
+        self.sent += size  # counted once it is out: bytes actually sent
+        if final:
+            self.end = self.clock()
+            self.complete = True
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "http.request":
+            self.received += len(message.get("body", b""))
+        elif kind == "http.disconnect" and not self.final_sent:
+            self.disconnected = True
+        return message
