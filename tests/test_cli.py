@@ -847,3 +847,31 @@ def test_check_shows_the_telemetry_table(tmp_path: Path) -> None:
     assert "       span_processors = (set in code)  # default" in lines
     path = write(tmp_path, 'app = "tests.test_cli:Anything"\n')
     assert "  traces  not set up here (no [telemetry] table)" in run("check", str(path))[1]
+
+
+def test_serve_sets_telemetry_up_and_shuts_it_down_after_the_server(
+    tmp_path: Path,
+    fake_uvicorn: list[tuple[Any, dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asgikit.telemetry
+
+    events: list[str] = []
+
+    class Recorded:
+        def shutdown(self) -> None:
+            events.append("shutdown")
+
+    def configure(**options: Any) -> Recorded:
+        events.append(f"configure {sorted(options.items())}")
+        return Recorded()
+
+    monkeypatch.setattr(asgikit.telemetry, "configure", configure)
+    path = write(
+        tmp_path,
+        'app = "tests.test_config:hello_app"\n[telemetry]\nservice_name = "shop"\n',
+    )
+    status, _, _ = run("serve", str(path))
+    assert status == 0
+    assert len(fake_uvicorn) == 1
+    assert events == ["configure [('service_name', 'shop')]", "shutdown"]

@@ -1363,3 +1363,37 @@ def test_an_exporter_whose_extra_is_missing_fails_at_load(
         "4:1: error: telemetry.traces: traces = 'otlp' needs the otlp extra: "
         "pip install 'asgikit[otlp]'"
     ]
+
+
+def test_app_from_env_sets_telemetry_up_per_worker_and_shuts_it_down_at_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_logging: None
+) -> None:
+    import atexit
+
+    import asgikit.telemetry
+
+    made: list[dict[str, Any]] = []
+    registered: list[Any] = []
+
+    class Recorded:
+        def shutdown(self) -> None:
+            pass
+
+    def configure(**options: Any) -> Recorded:
+        made.append(options)
+        return Recorded()
+
+    monkeypatch.setattr(asgikit.telemetry, "configure", configure)
+    monkeypatch.setattr(atexit, "register", registered.append)
+    path = write(tmp_path, 'app = "tests.test_config:hello_app"\n[telemetry]\ntraces = "none"\n')
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    assert app_from_env() is hello_app
+    assert made == [{"traces": "none"}]
+    [shutdown] = registered
+    assert shutdown.__func__ is Recorded.shutdown
+
+
+def test_a_telemetry_key_that_is_not_a_table(tmp_path: Path) -> None:
+    assert problems(tmp_path, 'app = "x:y"\ntelemetry = "console"\n') == [
+        "2:1: error: telemetry: expected a table, got a string"
+    ]

@@ -25,3 +25,12 @@ def test_importing_asgikit_does_not_load_the_config_machinery() -> None:
     code = "import sys, asgikit; print('asgikit.config' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_inspector_is_exported_lazily() -> None:
+    import asgikit.middleware
+    from asgikit.middleware.inspector import DevInspectorMiddleware
+
+    assert asgikit.middleware.DevInspectorMiddleware is DevInspectorMiddleware
+    with pytest.raises(AttributeError, match="has no attribute 'NotAMiddleware'"):
+        asgikit.middleware.NotAMiddleware  # noqa: B018
