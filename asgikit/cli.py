@@ -8,6 +8,7 @@ the app's own code is not a config mistake: its traceback is shown as usual.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -387,6 +388,28 @@ def _type(node: Mapping[str, Any], definitions: Mapping[str, Any]) -> str:
 # serve
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _inspector_stays_local(config: Config, host: str) -> None:
+    """The development inspector refuses to start on an address others can reach."""
+    for entry in config.middleware:
+        if entry.resolved.name != "inspector" or not entry.arguments.get("enabled", True):
+            continue
+        if not _loopback(host) and not entry.arguments.get("allow_non_loopback", False):
+            raise UsageError(
+                f"the development inspector (line {entry.line}) shows every request's "
+                f"headers and tracebacks: it will not start on {host}, which other machines "
+                "can reach; serve on 127.0.0.1, or set allow_non_loopback = true"
+            )
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     server = config.server
@@ -395,6 +418,7 @@ def _serve(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else server.workers
     reload = args.reload if args.reload is not None else server.reload
     log_level = args.log_level or server.log_level
+    _inspector_stays_local(config, host)
     if not 0 <= port <= 65535:
         raise UsageError(f"--port {port} is not a TCP port (0-65535)")
     if workers < 1:

@@ -875,3 +875,37 @@ def test_serve_sets_telemetry_up_and_shuts_it_down_after_the_server(
     assert status == 0
     assert len(fake_uvicorn) == 1
     assert events == ["configure [('service_name', 'shop')]", "shutdown"]
+
+
+@pytest.mark.parametrize(
+    ("host", "options", "starts"),
+    [
+        ("127.0.0.1", "", True),
+        ("::1", "", True),
+        ("localhost", "", True),
+        ("0.0.0.0", "", False),
+        ("192.0.2.10", "", False),
+        ("0.0.0.0", "allow_non_loopback = true", True),
+        ("0.0.0.0", "enabled = false", True),
+    ],
+)
+def test_serve_keeps_the_inspector_on_loopback(
+    tmp_path: Path,
+    fake_uvicorn: list[tuple[Any, dict[str, Any]]],
+    host: str,
+    options: str,
+    starts: bool,
+) -> None:
+    path = write(
+        tmp_path,
+        f'app = "tests.test_config:hello_app"\n\n[[middleware]]\nuse = "inspector"\n{options}\n',
+    )
+    status, _, err = run("serve", str(path), "--host", host)
+    if starts:
+        assert status == 0
+        assert len(fake_uvicorn) == 1
+    else:
+        assert status == 2
+        assert fake_uvicorn == []
+        assert "the development inspector (line 3) shows every request's headers" in err
+        assert f"it will not start on {host}" in err
