@@ -6,17 +6,18 @@ With the config file (the same file serves every framework example)::
 
 Or by wrapping ``app.asgi_app``, Quart's hook for ASGI middleware, as
 ``add_middleware`` below does. Quart routes inside its request context and leaves
-nothing in the ASGI scope, so ``note_route`` (a ``before_request`` function) writes
-the matched rule to ``scope["path_template"]``, where asgikit's access log reads it.
+nothing in the ASGI scope, so ``asgikit.integrations.quart.record_routes`` writes the
+matched rule to ``scope["path_template"]``, where asgikit's middleware read it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any
 
 from quart import Quart, Response, request, websocket
 
+from asgikit.integrations.quart import record_routes
 from asgikit.pipeline import Layer
 
 DOCUMENT = [{"id": n, "name": f"item {n}", "tags": ["a", "b"]} for n in range(100)]
@@ -24,13 +25,7 @@ DOCUMENT = [{"id": n, "name": f"item {n}", "tags": ["a", "b"]} for n in range(10
 
 def create_app() -> Quart:
     """A new app: ``/``, ``/items/<item_id>``, ``POST /echo``, ``/document``, ``/ws``."""
-    app = Quart(__name__)
-
-    @app.before_request
-    async def note_route() -> None:
-        if request.url_rule is not None:
-            scope = cast("dict[str, Any]", request.scope)  # the ASGI scope dict itself
-            scope["path_template"] = request.url_rule.rule
+    app = record_routes(Quart(__name__))
 
     @app.get("/")
     async def home() -> dict[str, str]:

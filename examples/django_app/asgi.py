@@ -7,7 +7,8 @@ With the config file (the same file serves every framework example)::
 Or in code. Django has no hook for ASGI middleware (its ``MIDDLEWARE`` setting takes
 Django middleware, which see an ``HttpRequest``, not ASGI messages): wrap the app that
 ``get_asgi_application()`` returns, as ``wrapped`` does. Django's ``MIDDLEWARE`` has
-``RouteTemplateMiddleware`` so the access log gets the route template.
+``asgikit.integrations.django.RouteTemplateMiddleware`` so the access log, the spans and
+the inspector get the route template.
 """
 
 from __future__ import annotations

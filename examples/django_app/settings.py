@@ -7,5 +7,5 @@ ROOT_URLCONF = "examples.django_app.urls"
 INSTALLED_APPS: list[str] = []
 DATABASES: dict[str, object] = {}
 # Writes the matched route to the ASGI scope, where asgikit's access log reads it.
-MIDDLEWARE = ["examples.django_app.middleware.RouteTemplateMiddleware"]
+MIDDLEWARE = ["asgikit.integrations.django.RouteTemplateMiddleware"]
 USE_TZ = True

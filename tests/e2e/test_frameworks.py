@@ -124,8 +124,9 @@ FRAMEWORKS = (
             "get_asgi_application() is wrapped in code; in-process on asyncio only (asgiref)"
         ),
         route_note=(
-            "with the example's RouteTemplateMiddleware (a Django middleware): Django keeps "
-            "the match on the HttpRequest (resolver_match), nothing in the ASGI scope"
+            "with asgikit.integrations.django.RouteTemplateMiddleware (a Django "
+            "middleware): Django keeps the match on the HttpRequest (resolver_match), "
+            "nothing in the ASGI scope"
         ),
     ),
     Framework(
@@ -136,8 +137,9 @@ FRAMEWORKS = (
         trio=False,
         hook_note="the hook is wrapping app.asgi_app; in-process on asyncio only",
         route_note=(
-            "with the example's before_request function: Quart keeps the matched rule on "
-            "its request (url_rule), nothing in the ASGI scope"
+            "with asgikit.integrations.quart.record_routes (a before_request function): "
+            "Quart keeps the matched rule on its request (url_rule), nothing in the ASGI "
+            "scope"
         ),
     ),
     Framework(
