@@ -195,16 +195,30 @@ class CompressionMiddleware:
                 if message["type"] != "http.response.start":
                     return send(message)  # early hints and the like, before the start
                 headers = message.get("headers", ())
-                length, content_type, special = _scan_start(headers, self.minimum_size)
-                if content_type is None and length != _SMALL:
+                minimum = self.minimum_size
+                while True:  # twice at most: again with lowercase names, if need be
+                    length = -1
+                    content_type = None
+                    special = False
+                    for name, value in headers:
+                        if name == b"content-length":
+                            if value.isdigit():
+                                length = int(value)
+                                if length < minimum:  # nothing else needs a look
+                                    state = _PASS
+                                    return send(message)
+                        elif name == b"content-type":
+                            content_type = value
+                        elif name in SPECIAL_FIELDS:
+                            special = True
+                    if content_type is not None:
+                        break
                     lowered = lowercase_names(headers)
-                    if lowered is not None:  # an app that writes Content-Type: look again
-                        message = {**message, "headers": lowered}
-                        headers = lowered
-                        length, content_type, special = _scan_start(headers, self.minimum_size)
-                if length == _SMALL:  # nothing else needs a look
-                    state = _PASS
-                    return send(message)
+                    if lowered is None:
+                        break
+                    # An app that writes Content-Type (Django): look again, lowercase.
+                    headers = lowered
+                    message = {**message, "headers": lowered}
                 status = message["status"]
                 if (
                     content_type is None
@@ -278,29 +292,6 @@ class CompressionMiddleware:
             fields.append((b"content-length", b"%d" % len(out)))
         await down({**start, "headers": fields})
         await down({**message, "body": out})
-
-
-_SMALL: Final = -2
-"""``_scan_start``'s length for a Content-Length under the minimum size."""
-
-
-def _scan_start(headers: Iterable[tuple[bytes, bytes]], minimum: int) -> tuple[int, Any, bool]:
-    """Content-Length (-1: none; ``_SMALL``: under ``minimum``, the scan stops there),
-    Content-Type (None: none) and whether a field that can veto compression is there."""
-    length = -1
-    content_type = None
-    special = False
-    for name, value in headers:
-        if name == b"content-length":
-            if value.isdigit():
-                length = int(value)
-                if length < minimum:
-                    return _SMALL, content_type, special
-        elif name == b"content-type":
-            content_type = value
-        elif name in SPECIAL_FIELDS:
-            special = True
-    return length, content_type, special
 
 
 class _Response:
