@@ -452,6 +452,14 @@ def _serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    for entry in config.middleware:
+        if entry.resolved.name == "inspector" and entry.arguments.get("enabled", True):
+            path = str(entry.arguments.get("path", "/_asgikit/")).lstrip("/")
+            print(
+                f"asgikit: requests as they happen: {_url(host, port)}{path}",
+                file=sys.stderr,
+                flush=True,
+            )
     if workers > 1 or reload:
         # Each worker (or reloaded process) builds the app from the file itself.
         os.environ[CONFIG_ENV] = str(config.path.resolve())

@@ -909,3 +909,16 @@ def test_serve_keeps_the_inspector_on_loopback(
         assert fake_uvicorn == []
         assert "the development inspector (line 3) shows every request's headers" in err
         assert f"it will not start on {host}" in err
+
+
+def test_serve_says_where_the_inspector_is(
+    tmp_path: Path, fake_uvicorn: list[tuple[Any, dict[str, Any]]]
+) -> None:
+    path = write(
+        tmp_path,
+        'app = "tests.test_config:hello_app"\n\n[[middleware]]\nuse = "inspector"\n'
+        'path = "/_debug/"\n',
+    )
+    status, _, err = run("serve", str(path), "--port", "8123")
+    assert status == 0
+    assert "asgikit: requests as they happen: http://127.0.0.1:8123/_debug/\n" in err
