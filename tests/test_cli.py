@@ -885,6 +885,7 @@ def test_serve_sets_telemetry_up_and_shuts_it_down_after_the_server(
         ("localhost", "", True),
         ("0.0.0.0", "", False),
         ("192.0.2.10", "", False),
+        ("devbox.example", "", False),
         ("0.0.0.0", "allow_non_loopback = true", True),
         ("0.0.0.0", "enabled = false", True),
     ],
