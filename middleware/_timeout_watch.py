@@ -28,9 +28,11 @@ behave as anyio promises.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import math
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -43,16 +45,25 @@ __all__ = ["Watches"]
 
 
 class _Watch:
-    """The deadlines of the requests running on one event loop."""
+    """The deadlines of the requests running on one event loop.
 
-    __slots__ = ("armed_at", "handle", "late", "loop", "order", "queues")
+    It holds its loop weakly (``Watches`` keys watches by loop in a weak dictionary), and
+    its timer runs in an empty context: it serves every request, so it must not carry
+    the context of whichever request happened to arm it.
+    """
+
+    __slots__ = ("_loop", "armed_at", "handle", "late", "order", "queues")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self._loop = weakref.ref(loop)
         self.queues: dict[float, OrderedDict[_Exchange, float]] = {}
-        self.late: list[tuple[float, int, _Exchange]] = []
+        # Out-of-order entries: (deadline, tie-break, [exchange]); the one-item list is
+        # emptied when the exchange is done, so a stale entry holds nothing until popped.
+        self.late: list[tuple[float, int, list[_Exchange | None]]] = []
         self.order = itertools.count()  # ties on the heap never compare exchanges
-        self.handle: asyncio.TimerHandle | None = None
+        # Weakly too: a timer handle refers to its loop, and the loop's own heap keeps
+        # the handle alive for as long as it is armed.
+        self.handle: weakref.ref[asyncio.TimerHandle] | None = None
         self.armed_at = math.inf
 
     def add(self, ex: _Exchange, seconds: float, at: float) -> None:
@@ -65,16 +76,27 @@ class _Watch:
         if at < self.armed_at:
             self._arm(at)
 
-    def add_late(self, ex: _Exchange, at: float) -> None:
-        """Watch ``ex`` until ``at``, out of queue order (a limit re-armed)."""
-        heapq.heappush(self.late, (at, next(self.order), ex))
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop()
+        assert loop is not None  # a watch is used only while its loop runs
+        return loop
+
+    def add_late(self, ex: _Exchange, at: float) -> list[_Exchange | None]:
+        """Watch ``ex`` until ``at``, out of queue order (a limit re-armed); returns the
+        entry's cell, to empty when ``ex`` is done."""
+        cell: list[_Exchange | None] = [ex]
+        heapq.heappush(self.late, (at, next(self.order), cell))
         if at < self.armed_at:
             self._arm(at)
+        return cell
 
     def _arm(self, at: float) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-        self.handle = self.loop.call_at(at, self._tick)
+        armed = None if self.handle is None else self.handle()
+        if armed is not None:
+            armed.cancel()
+        handle = self.loop.call_at(at, self._tick, context=contextvars.Context())
+        self.handle = weakref.ref(handle)
         self.armed_at = at
 
     def _tick(self) -> None:
@@ -96,7 +118,9 @@ class _Watch:
                 del self.queues[seconds]  # no empty queues left behind by a burst
         late = self.late
         while late and late[0][0] <= now:
-            due.append(heapq.heappop(late)[2])
+            ex = heapq.heappop(late)[2][0]
+            if ex is not None:
+                due.append(ex)
         if late:
             nearest = min(nearest, late[0][0])
         if nearest < math.inf:
@@ -122,7 +146,7 @@ class Watches:
         except RuntimeError:
             return None
         last = self._last
-        if last is not None and last.loop is loop:
+        if last is not None and last._loop() is loop:
             return last
         watch = self._by_loop.get(loop)
         if watch is None:
@@ -131,11 +155,16 @@ class Watches:
         return watch
 
 
-def spawn(watch: _Watch, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    """Run ``work`` in a task of its own on the watch's loop (a deadline's answer)."""
-    return watch.loop.create_task(work)
+def spawn(
+    watch: _Watch, work: Coroutine[Any, Any, None], context: contextvars.Context
+) -> asyncio.Task[None]:
+    """Run ``work`` in a task of its own, in the request's *context* (a deadline's answer:
+    the access log and the span around the middleware see their own request)."""
+    return watch.loop.create_task(work, context=context)
 
 
-def later(watch: _Watch, seconds: float, callback: Callable[[], None]) -> None:
-    """Call ``callback`` after ``seconds`` on the watch's loop (the cancel grace)."""
-    watch.loop.call_later(seconds, callback)
+def later(
+    watch: _Watch, seconds: float, callback: Callable[[], None], context: contextvars.Context
+) -> None:
+    """Call ``callback`` after ``seconds``, in the request's *context* (the cancel grace)."""
+    watch.loop.call_later(seconds, callback, context=context)

@@ -32,6 +32,7 @@ structured concurrency never leaves a task behind.
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import functools
 import math
@@ -125,12 +126,14 @@ class _Exchange:
         "app_done",
         "body_done",
         "cancel_scope",
+        "context",
         "downstream",
         "error",
         "fired",
         "first_byte_at",
         "idle_from",
         "info",
+        "late",
         "owner",
         "pending",
         "policy",
@@ -180,6 +183,8 @@ class _Exchange:
         self.queue: OrderedDict[_Exchange, float] | None = None
         self.pending = ""  # the limit the watch waits for
         self.answering: asyncio.Task[None] | None = None
+        self.late: list[_Exchange | None] | None = None  # its entry on the watch's heap
+        self.context: contextvars.Context | None = None  # the request's, for the answer
         self.owner: TimeoutMiddleware | None = None
 
     # ---- the app's side (the caller's task) ----------------------------------------
@@ -325,6 +330,7 @@ class _Exchange:
         """Have the loop's watch act on the first deadline that applies."""
         self.owner = owner
         self.watching = True
+        self.context = contextvars.copy_context()
         policy = self.policy
         if policy.first_byte is not None and self.first_byte_at is not None:
             self.pending = "first_byte"
@@ -341,6 +347,10 @@ class _Exchange:
         if queue is not None:
             self.queue = None
             queue.pop(self, None)
+        late = self.late
+        if late is not None:  # its heap entry stays until its deadline, but holds nothing
+            self.late = None
+            late[0] = None
 
     def expired(self, watch: _Watch, now: float) -> None:
         """The pending deadline passed (called by the watch, between task steps)."""
@@ -349,13 +359,14 @@ class _Exchange:
         if state is _State.WAITING:
             status = self.policy.status_code
             self.answered(self.pending, status)
-            self.answering = spawn(watch, self._deliver(watch, self.pending, status))
+            assert self.context is not None
+            self.answering = spawn(watch, self._deliver(watch, self.pending, status), self.context)
         elif self.pending == "first_byte":
             # Started in time: the stream runs free, bounded by total alone.
             if self.total_at is not None:
                 self.pending = "total"
                 self.watching = True
-                watch.add_late(self, self.total_at)
+                self.late = watch.add_late(self, self.total_at)
         else:
             self.abort("total")
             self._cancel(watch, "total")
@@ -373,7 +384,8 @@ class _Exchange:
         assert self.owner is not None
         self.cancel_scope.cancel()
         if not self.app_done:
-            later(watch, self.owner.cancel_grace, lambda: self._grace_over(limit))
+            assert self.context is not None
+            later(watch, self.owner.cancel_grace, lambda: self._grace_over(limit), self.context)
 
     def _grace_over(self, limit: str) -> None:
         if not self.app_done:
@@ -488,16 +500,22 @@ class TimeoutMiddleware:
         try:
             watch = self._watches.current() if policy.watched else None
             if watch is not None:  # asyncio: the loop's watch, no task per request
-                with anyio.CancelScope() as ex.cancel_scope:
-                    ex.watch(watch, self)
-                    try:
-                        await self.app(scope, app_receive, ex.send)
-                    except Exception as exc:  # re-raised below, once the answer is out
-                        error = exc
-                    finally:
-                        ex.finish()
-                if ex.answering is not None:
-                    await ex.answering
+                try:
+                    with anyio.CancelScope() as ex.cancel_scope:
+                        ex.watch(watch, self)
+                        try:
+                            await self.app(scope, app_receive, ex.send)
+                        except Exception as exc:  # re-raised below, once the answer is out
+                            error = exc
+                        finally:
+                            ex.finish()
+                    if ex.answering is not None:
+                        await ex.answering
+                finally:
+                    if ex.answering is not None:
+                        # Cancelled from outside: the answer must not go on sending
+                        # after this call returned.
+                        ex.answering.cancel()
             elif policy.watched:
                 async with anyio.create_task_group() as tg:
                     ex.cancel_scope = tg.cancel_scope

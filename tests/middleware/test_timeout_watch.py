@@ -9,7 +9,10 @@ asyncio also that the watch lets go of every request once it is over.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import threading
+import weakref
 from typing import Any
 
 import anyio
@@ -17,7 +20,7 @@ import pytest
 
 from asgikit.contract import enforce
 from asgikit.middleware.timeout import ResponseTimeout, TimeoutMiddleware
-from asgikit.testing import request
+from asgikit.testing import http_scope, request
 from asgikit.types import Message, Receive, Scope, Send
 
 pytestmark = pytest.mark.anyio
@@ -58,7 +61,7 @@ def assert_nothing_watched(inner: TimeoutMiddleware) -> None:
     if watch is None:  # trio: nothing shared to check
         return
     assert all(not queue for queue in watch.queues.values())
-    assert all(not ex.watching for _, _, ex in watch.late)
+    assert all(cell == [None] for _, _, cell in watch.late)  # stale entries hold nothing
 
 
 async def test_concurrent_requests_each_get_their_own_outcome() -> None:
@@ -163,3 +166,74 @@ def test_one_middleware_serves_event_loops_in_two_threads() -> None:
     for thread in threads:
         thread.join(BOUND)
     assert results == {"a": [504, 200] * 3, "b": [504, 200] * 3}
+
+
+REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
+
+
+async def test_each_answer_goes_out_in_its_own_requests_context() -> None:
+    # An outer middleware (the access log, tracing) reads its context in send: a 504
+    # sent by the middleware must come with the answered request's context, not with
+    # that of whichever request armed the shared timer.
+    inner = TimeoutMiddleware(app, total=SHORT * 4)
+    seen: dict[str, str] = {}
+
+    async def outer(scope: Scope, receive: Receive, send: Send) -> None:
+        REQUEST.set(scope["path"])
+
+        async def noting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen[scope["path"]] = REQUEST.get()
+            await send(message)
+
+        await inner(scope, receive, noting)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(request, outer, "GET", "/fast/a")  # arms the timer first
+        await anyio.sleep(SHORT / 5)
+        tg.start_soon(request, outer, "GET", "/slow/b")
+        tg.start_soon(request, outer, "GET", "/slow/c")
+    assert seen == {"/fast/a": "/fast/a", "/slow/b": "/slow/b", "/slow/c": "/slow/c"}
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_nothing_is_sent_after_an_outside_cancellation(anyio_backend: str) -> None:
+    # The deadline passed and the 504 is on its way (the client reads slowly); then the
+    # server cancels the request: once the call is over, nothing more may be sent.
+    sends: list[tuple[str, bool]] = []
+    returned = False
+
+    async def slow_send(message: Message) -> None:
+        sends.append((message["type"], returned))
+        await anyio.sleep(SHORT * 4)
+
+    async def never(scope: Scope, receive: Receive, send: Send) -> None:
+        await anyio.sleep(LONG)
+
+    scope = http_scope("GET", "/slow/")
+    middleware = TimeoutMiddleware(never, total=SHORT)
+    with anyio.move_on_after(SHORT * 2):
+        await middleware(scope, receive_nothing, slow_send)
+    returned = True
+    await anyio.sleep(SHORT * 10)
+    assert sends == [("http.response.start", False)]
+
+
+async def receive_nothing() -> Message:
+    await anyio.sleep(LONG)
+    return {"type": "http.disconnect"}
+
+
+def test_event_loops_are_not_kept_alive_by_the_middleware() -> None:
+    served, inner = middleware(total=LONG)
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def main() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        assert (await request(served, "GET", "/fast/x")).status == 200
+
+    for _ in range(3):
+        asyncio.run(main())
+    gc.collect()
+    assert [ref() for ref in loops] == [None, None, None]
+    assert len(inner._watches._by_loop) == 0
