@@ -118,9 +118,9 @@ class _Watch:
                 del self.queues[seconds]  # no empty queues left behind by a burst
         late = self.late
         while late and late[0][0] <= now:
-            ex = heapq.heappop(late)[2][0]
-            if ex is not None:
-                due.append(ex)
+            rearmed = heapq.heappop(late)[2][0]
+            if rearmed is not None:
+                due.append(rearmed)
         if late:
             nearest = min(nearest, late[0][0])
         if nearest < math.inf:
