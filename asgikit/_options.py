@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from typing import Final
 
-__all__ = ["string_list"]
+__all__ = ["mask_passwords", "string_list"]
+
+_URL_PASSWORD: Final = re.compile(r"(?<=://)([^:/@\s]*):([^@/\s]+)@")
+
+
+def mask_passwords(text: str) -> str:
+    """*text* with the password of every URL in it (``scheme://user:pw@``) as ``***``:
+    what is shown of an option in an error or by ``asgikit check``."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
 
 
 def string_list(value: str | Iterable[str], option: str) -> list[str]:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from asgikit._options import mask_passwords
 from asgikit.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -38,7 +39,6 @@ __all__ = ["main", "schema_markdown"]
 
 # Option names whose string values are not shown by `check`.
 _SECRET_NAME: Final = re.compile(r"secret|password|passwd|token|api_?key|credential|private", re.I)
-_URL_PASSWORD: Final = re.compile(r"(?<=://)([^:/@\s]*):([^@/\s]+)@")
 BEGIN: Final = "<!-- generated reference: begin -->"
 END: Final = "<!-- generated reference: end -->"
 
@@ -231,11 +231,7 @@ def _shown(name: str, value: Any, from_env: bool) -> str:
         note = "  # from the environment"  # ``value`` shows the ${NAME} references
     elif _SECRET_NAME.search(name) and isinstance(value, str):
         value, note = "***", "  # secret"
-    return f"       {name} = {_mask_urls(_toml(value))}{note}"
-
-
-def _mask_urls(text: str) -> str:
-    return _URL_PASSWORD.sub(r"\1:***@", text)
+    return f"       {name} = {mask_passwords(_toml(value))}{note}"
 
 
 def _toml(value: Any) -> str:

@@ -41,6 +41,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 
+from asgikit._options import mask_passwords
+
 from ._rate_limit_store import MICROSECONDS, Decision, Quota, StoreError
 
 __all__ = ["SCRIPT", "RedisStore"]
@@ -127,7 +129,7 @@ class RedisStore:
         try:
             redis.asyncio.connection.parse_url(url)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"bad Redis URL {url!r}: {exc}") from None
+            raise ValueError(f"bad Redis URL {mask_passwords(url)!r}: {exc}") from None
         self.url = url
         self.timeout = float(timeout)
         self.prefix = prefix

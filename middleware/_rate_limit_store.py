@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Final, NamedTuple, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
+from asgikit._options import mask_passwords
+
 __all__ = [
     "Decision",
     "MemoryStore",
@@ -248,7 +250,9 @@ def open_store(
     if scheme == "memory":
         parts = urlsplit(url)
         if parts.netloc or parts.path or parts.fragment:
-            raise ValueError(f"expected 'memory://' or 'memory://?max_keys=N', got {url!r}")
+            raise ValueError(
+                f"expected 'memory://' or 'memory://?max_keys=N', got {mask_passwords(url)!r}"
+            )
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
             if name != "max_keys":
                 raise ValueError(f"unknown memory:// option {name!r} (expected max_keys)")
@@ -265,5 +269,6 @@ def open_store(
             ) from exc
         return RedisStore(url, timeout=timeout, prefix=prefix)
     raise ValueError(
-        f"unsupported storage URL {url!r}: expected memory://, redis://, rediss:// or unix://"
+        f"unsupported storage URL {mask_passwords(url)!r}: expected memory://, redis://, "
+        "rediss:// or unix://"
     )

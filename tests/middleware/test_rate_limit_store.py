@@ -807,3 +807,19 @@ async def test_redis_concurrent_failures_drop_the_client_once(private_redis: Red
     assert clients[0] is None
     assert clients[1] not in (None, client)
     await store.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@localhost:notaport/0",
+        "rediss://user:hunter2@localhost:port/0",
+        "memcached://user:hunter2@localhost:11211",
+    ],
+)
+def test_errors_about_a_storage_url_never_show_its_password(url: str) -> None:
+    pytest.importorskip("redis", reason="redis-py is not installed")
+    with pytest.raises(ValueError) as caught:
+        open_store(url)
+    assert "hunter2" not in str(caught.value)
+    assert ":***@" in str(caught.value)
