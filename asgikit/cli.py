@@ -393,6 +393,22 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _one_prometheus_port(config: Config) -> None:
+    """Several workers cannot share one Prometheus port: each would try to listen."""
+    telemetry = config.telemetry
+    if telemetry is None:
+        return
+    metrics = telemetry.get("metrics")
+    if metrics is None:
+        metrics = os.environ.get("OTEL_METRICS_EXPORTER", "")
+    if "prometheus" in str(metrics) or telemetry.get("prometheus_port") is not None:
+        raise UsageError(
+            "Prometheus metrics are served by one process on one port: with workers > 1 "
+            'each worker would try to listen on it. Use metrics = "otlp" (a collector '
+            "sums the workers), or serve with one worker"
+        )
+
+
 def _inspector_stays_local(config: Config, host: str) -> None:
     """The development inspector refuses to start on an address others can reach."""
     for entry in config.middleware:
@@ -415,6 +431,8 @@ def _serve(args: argparse.Namespace) -> int:
     reload = args.reload if args.reload is not None else server.reload
     log_level = args.log_level or server.log_level
     _inspector_stays_local(config, host)
+    if workers > 1:
+        _one_prometheus_port(config)
     if not 0 <= port <= 65535:
         raise UsageError(f"--port {port} is not a TCP port (0-65535)")
     if workers < 1:

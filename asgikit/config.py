@@ -381,6 +381,12 @@ class _Loader:
         arguments = self.arguments(("telemetry",), table, telemetry_options(), "[telemetry]")
         if arguments is None:
             return None
+        if arguments.get("set_global") is False:
+            self.source.error(
+                ("telemetry", "set_global"),
+                "set_global = false leaves the providers to code: the middleware of a "
+                "config file use the global ones, so they would make no spans or metrics",
+            )
         for key in ("traces", "metrics"):
             extra = _EXPORTER_EXTRAS.get(arguments.get(key, ""))
             if extra is not None and importlib.util.find_spec(extra[0]) is None:

@@ -923,3 +923,29 @@ def test_serve_says_where_the_inspector_is(
     status, _, err = run("serve", str(path), "--port", "8123")
     assert status == 0
     assert "asgikit: requests as they happen: http://127.0.0.1:8123/_debug/\n" in err
+
+
+@pytest.mark.parametrize(
+    "telemetry",
+    ['metrics = "prometheus"', "prometheus_port = 19464"],
+)
+def test_serve_refuses_prometheus_with_several_workers(
+    tmp_path: Path, fake_uvicorn: list[tuple[Any, dict[str, Any]]], telemetry: str
+) -> None:
+    path = write(tmp_path, f'app = "tests.test_config:hello_app"\n[telemetry]\n{telemetry}\n')
+    status, _, err = run("serve", str(path), "--workers", "2")
+    assert status == 2
+    assert fake_uvicorn == []
+    assert "Prometheus metrics are served by one process on one port" in err
+
+
+def test_serve_refuses_prometheus_from_the_environment_with_several_workers(
+    tmp_path: Path,
+    fake_uvicorn: list[tuple[Any, dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
+    path = write(tmp_path, 'app = "tests.test_config:hello_app"\n[telemetry]\ntraces = "none"\n')
+    assert run("serve", str(path), "--workers", "2")[0] == 2
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+    assert run("serve", str(path), "--workers", "2")[0] == 0

@@ -1313,18 +1313,13 @@ def test_options_that_take_python_objects_are_refused_with_a_reason(tmp_path: Pa
 
 
 def test_a_telemetry_table_configures_opentelemetry_at_start_up(tmp_path: Path) -> None:
-    text = (
-        'app = "x:y"\n\n[telemetry]\nservice_name = "shop"\ntraces = "none"\n'
-        'metrics = "none"\nset_global = false\n'
-    )
+    from asgikit.telemetry import configure
+
+    text = 'app = "x:y"\n\n[telemetry]\nservice_name = "shop"\ntraces = "none"\nmetrics = "none"\n'
     config = load(tmp_path, text)
-    assert config.telemetry == {
-        "service_name": "shop",
-        "traces": "none",
-        "metrics": "none",
-        "set_global": False,
-    }
-    telemetry = configure_telemetry(config)
+    assert config.telemetry == {"service_name": "shop", "traces": "none", "metrics": "none"}
+    # What configure_telemetry does, without taking the process's global providers.
+    telemetry = configure(**config.telemetry, set_global=False)
     try:
         assert telemetry.resource.attributes["service.name"] == "shop"
     finally:
@@ -1396,4 +1391,12 @@ def test_app_from_env_sets_telemetry_up_per_worker_and_shuts_it_down_at_exit(
 def test_a_telemetry_key_that_is_not_a_table(tmp_path: Path) -> None:
     assert problems(tmp_path, 'app = "x:y"\ntelemetry = "console"\n') == [
         "2:1: error: telemetry: expected a table, got a string"
+    ]
+
+
+def test_set_global_false_is_refused_in_a_file(tmp_path: Path) -> None:
+    assert problems(tmp_path, 'app = "x:y"\n[telemetry]\nset_global = false\n') == [
+        "3:1: error: telemetry.set_global: set_global = false leaves the providers to code: "
+        "the middleware of a config file use the global ones, so they would make no spans "
+        "or metrics"
     ]
