@@ -134,8 +134,10 @@ class Telemetry:
                 return
             self._shut_down = True
             try:
-                self.tracer_provider.shutdown()
-                self.meter_provider.shutdown()
+                try:
+                    self.tracer_provider.shutdown()
+                finally:  # a failing span exporter must not keep metrics unflushed
+                    self.meter_provider.shutdown()
             finally:
                 if self.prometheus_server is not None:
                     self.prometheus_server.stop()

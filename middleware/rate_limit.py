@@ -62,7 +62,10 @@ _WS_CLOSE_TRY_AGAIN: Final = 1013
 def _prefers_json(scope: Scope) -> bool:
     """Whether ``Accept`` ranks ``application/json`` above ``text/plain``."""
     accept = get_header(scope["headers"], _ACCEPT)
-    if accept is None or b"application/" not in accept:
+    if accept is None:
+        return False
+    accept = accept.lower()  # media types compare without case (RFC 9110, 8.3.1)
+    if b"application/" not in accept:
         return False
     weights = dict(reversed(parse_qlist(accept)))  # the first mention of a type wins
     json_q = next((weights[t] for t in _JSON_TYPES if t in weights), 0.0)

@@ -854,3 +854,19 @@ def test_global_providers_in_a_fresh_process(other_first: bool) -> None:
 def test_public_names() -> None:
     for name in telemetry.__all__:
         assert getattr(telemetry, name) is not None
+
+
+def test_shutdown_flushes_metrics_even_when_the_span_side_fails() -> None:
+    telemetry = configure(traces="none", metrics="none", set_global=False)
+    calls: list[str] = []
+
+    def failing() -> None:
+        calls.append("tracer")
+        raise RuntimeError("exporter broke")
+
+    telemetry.tracer_provider.shutdown = failing  # type: ignore[method-assign]
+    meter_shutdown = telemetry.meter_provider.shutdown
+    telemetry.meter_provider.shutdown = lambda: (calls.append("meter"), meter_shutdown())[1]  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="exporter broke"):
+        telemetry.shutdown()
+    assert calls == ["tracer", "meter"]

@@ -220,6 +220,7 @@ async def test_rejection_is_429_with_retry_after_not_before_t() -> None:
     ("accept", "json"),
     [
         ("application/json", True),
+        ("Application/JSON", True),  # media types compare without case
         ("application/json;q=0.9, text/plain;q=0.5", True),
         ("text/html, application/*", True),
         ("*/*", False),

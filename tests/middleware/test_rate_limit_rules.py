@@ -100,6 +100,13 @@ def test_methods_narrow_a_rule_and_others_apply_to_every_method() -> None:
     assert names(ruleset, "/x", "PATCH") == ["all"]
 
 
+def test_a_get_rule_also_limits_head() -> None:
+    # Frameworks answer HEAD with the GET handler: HEAD must not go round a GET limit.
+    ruleset = rules([{"name": "reads", "methods": ["GET"], "rate": "5/s"}])
+    assert names(ruleset, "/x", "HEAD") == ["reads"]
+    assert names(ruleset, "/x", "OPTIONS") == []
+
+
 def test_exempt_prefixes() -> None:
     assert exempt_matcher([]) is None
     matcher = exempt_matcher(["/health", "/static/"])
