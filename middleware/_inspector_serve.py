@@ -205,13 +205,21 @@ class Endpoints:
                     cancel.cancel()
                     return
 
+        error: Exception | None = None
         async with anyio.create_task_group() as group:
             group.start_soon(watch, group.cancel_scope)
             try:
                 await self._stream(send, last)
             except OSError:
                 gone = True  # the client went away as we sent: nothing more to say (H7)
+            except Exception as exc:  # re-raised below as it is, not in a group (E1)
+                error = exc
             group.cancel_scope.cancel()
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error
         if not gone:
             await send({"type": "http.response.body", "body": b""})
 

@@ -3,7 +3,9 @@
 Add ``"asgikit.integrations.django.RouteTemplateMiddleware"`` to ``MIDDLEWARE``. Under
 ASGI, each request's route (``items/<str:item_id>`` as ``/items/<str:item_id>``) is then
 written to ``scope["path_template"]`` once Django has resolved the URL, and the access
-log line, the span name and the inspector show it. Under WSGI it does nothing.
+log line, the span name and the inspector show it. Under WSGI it does nothing. A
+``re_path`` route is its regular expression, as Django keeps it
+(``/^items/(?P<pk>[0-9]+)/$``): one value per route all the same, never the raw path.
 """
 
 from __future__ import annotations

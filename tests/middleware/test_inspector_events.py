@@ -116,6 +116,25 @@ async def test_a_failing_send_ends_the_stream_quietly() -> None:
     assert len(sent) == 3  # start, retry, the event that failed; no final body
 
 
+async def test_a_server_error_from_send_propagates_as_it_is() -> None:
+    # Not an OSError (the client leaving): the server's own exception, which must come
+    # out unchanged, not wrapped in an exception group (contract E1).
+    middleware = DevInspectorMiddleware(enforce(hello))
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if len(sent) == 2:
+            raise RuntimeError("the server refused the message")
+
+    with anyio.fail_after(5), pytest.raises(RuntimeError, match="refused the message"):
+        await middleware(http_scope("GET", EVENTS, server=LOCAL), receive, send)
+
+
 async def test_head_is_not_an_event_stream() -> None:
     app, _ = inspector()
     assert (await get(app, EVENTS, method="HEAD")).status == 404
