@@ -21,7 +21,7 @@ from asgikit.types import Message, Receive, Send
 
 from ._access_log_fields import file_bytes
 
-__all__ = ["Exchange", "current_span_context"]
+__all__ = ["Exchange", "WebSocketExchange", "current_span_context"]
 
 
 def current_span_context() -> SpanContext | None:
@@ -143,4 +143,87 @@ class Exchange:
             self.received += len(message.get("body", b""))
         elif kind == "http.disconnect" and not self.final_sent:
             self.disconnected = True
+        return message
+
+
+class WebSocketExchange:
+    """One websocket connection as seen from a middleware: pass ``send`` and ``receive``.
+
+    ``status`` is 101 once accepted, 403 when closed before (what the server answers), or
+    the status of a ``websocket.http.response`` denial; ``close_code`` is the first
+    close, the app's or the client's (1005 when the client gave none).
+
+    Args:
+        send: The server's ``send``.
+        receive: The server's ``receive``.
+        spans: Keep the span current when the connection is accepted in ``span_context``.
+        on_message: Called with each message's type once it went through (span events).
+    """
+
+    __slots__ = (
+        "_on_message",
+        "_receive",
+        "_send",
+        "_spans",
+        "close_code",
+        "disconnected",
+        "gone",
+        "received",
+        "sent",
+        "span_context",
+        "status",
+    )
+
+    def __init__(
+        self,
+        send: Send,
+        receive: Receive,
+        *,
+        spans: bool = False,
+        on_message: Callable[[str], object] | None = None,
+    ) -> None:
+        self._send = send
+        self._receive = receive
+        self._spans = spans
+        self._on_message = on_message
+        self.status: int | None = None
+        self.close_code: int | None = None
+        self.sent = self.received = 0
+        self.disconnected = False
+        self.gone: OSError | None = None
+        self.span_context: SpanContext | None = None
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "websocket.send":
+            self.sent += 1
+        elif kind == "websocket.accept":
+            self.status = 101
+            if self._spans:
+                self.span_context = current_span_context() or self.span_context
+        elif kind == "websocket.close":
+            if self.status is None:
+                self.status = 403  # closed before accepting: the server answers 403
+            if self.close_code is None:
+                self.close_code = message.get("code", 1000)
+        elif kind == "websocket.http.response.start":
+            self.status = message["status"]
+        try:
+            await self._send(message)
+        except OSError as exc:
+            self.disconnected = True
+            self.gone = exc
+            raise
+        if self._on_message is not None:
+            self._on_message(kind)
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            self.received += 1
+        elif kind == "websocket.disconnect" and self.close_code is None:
+            self.close_code = message.get("code", 1005)
+        if self._on_message is not None:
+            self._on_message(kind)
         return message

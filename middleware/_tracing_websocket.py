@@ -11,8 +11,9 @@ from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, get_current_span, set_span_in_context
 
 from asgikit.scopes import CHAIN_KEY
-from asgikit.types import Message, Receive, Scope, Send
+from asgikit.types import Receive, Scope, Send
 
+from ._exchange import WebSocketExchange
 from ._tracing_attributes import (
     DISCONNECTED,
     ERROR_TYPE,
@@ -66,48 +67,15 @@ async def trace_websocket(
         scope = {**scope, CHAIN_KEY: chain}
         chain.append(scope)
     events = recording and middleware._events
-    status: int | None = None
-    close_code: int | None = None
-    disconnected = False
-    gone: OSError | None = None
-
-    async def send_wrapper(message: Message) -> None:
-        nonlocal status, close_code, disconnected, gone
-        kind = message["type"]
-        if kind == "websocket.accept":
-            status = 101
-        elif kind == "websocket.close":
-            if status is None:
-                status = 403  # closed before accepting: the server answers 403
-            close_code = message.get("code", 1000)  # the app closed: its code
-        elif kind == "websocket.http.response.start":
-            status = message["status"]
-        try:
-            await send(message)
-        except OSError as exc:
-            disconnected = True
-            gone = exc
-            raise
-        if events:
-            span.add_event(kind)
-
-    async def receive_wrapper() -> Message:
-        nonlocal close_code
-        message = await receive()
-        kind = message["type"]
-        if kind == "websocket.disconnect" and close_code is None:
-            close_code = message.get("code", 1005)
-        if events:
-            span.add_event(kind)
-        return message
+    ws = WebSocketExchange(send, receive, on_message=span.add_event if events else None)
 
     token = attach(set_span_in_context(span, parent))
     tokens = middleware._bind_ids(span)
     error: BaseException | None = None
     try:
-        await middleware.app(scope, receive_wrapper, send_wrapper)
+        await middleware.app(scope, ws.receive, ws.send)
     except BaseException as exc:
-        error = exc if exc is not gone else None
+        error = exc if exc is not ws.gone else None
         raise
     finally:
         if tokens is not None:
@@ -115,6 +83,7 @@ async def trace_websocket(
                 var.reset(var_token)
         detach(token)
         end = _time_ns()
+        status, close_code = ws.status, ws.close_code
         if span.is_recording():
             attributes: dict[str, Any] = {}
             route = route_of(scope)
@@ -132,7 +101,7 @@ async def trace_websocket(
                 error_type = str(close_code if status is None or status < 500 else status)
             if error_type is not None:
                 attributes[ERROR_TYPE] = error_type
-            if disconnected:
+            if ws.disconnected:
                 attributes[DISCONNECTED] = True
             span.set_attributes(attributes)
             error_status(span, error, error_type)

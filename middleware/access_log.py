@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanContext
 from asgikit._options import string_list
 from asgikit.logging import HTTP_EVENT, WEBSOCKET_EVENT, Field, structlog_contextvar
 from asgikit.scopes import CHAIN_KEY, derive_scope
-from asgikit.types import ASGIApp, Message, Receive, Scope, Send
+from asgikit.types import ASGIApp, Receive, Scope, Send
 
 from ._access_log_fields import (
     ALWAYS_REDACTED_HEADERS,
@@ -32,7 +32,7 @@ from ._access_log_fields import (
     positive_seconds,
     status_level_table,
 )
-from ._exchange import Exchange, current_span_context
+from ._exchange import Exchange, WebSocketExchange, current_span_context
 
 __all__ = [
     "ALWAYS_REDACTED_HEADERS",
@@ -346,65 +346,27 @@ class AccessLogMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = _now()
-        status: int | None = None
-        close_code: int | None = None
-        sent = received = 0
-        disconnected = False
-        gone: OSError | None = None
-        trace_ids = self._trace_ids
         tokens, span_context = self._bind_context(scope)
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, close_code, sent, disconnected, gone, span_context
-            kind = message["type"]
-            if kind == "websocket.send":
-                sent += 1
-            elif kind == "websocket.accept":
-                status = 101
-                if trace_ids:
-                    span_context = current_span_context() or span_context
-            elif kind == "websocket.close":
-                if status is None:
-                    status = 403  # closed before accepting: the server answers 403
-                if close_code is None:
-                    close_code = message.get("code", 1000)
-            elif kind == "websocket.http.response.start":
-                status = message["status"]
-            try:
-                await send(message)
-            except OSError as exc:
-                disconnected = True
-                gone = exc
-                raise
-
-        async def receive_wrapper() -> Message:
-            nonlocal received, close_code
-            message = await receive()
-            kind = message["type"]
-            if kind == "websocket.receive":
-                received += 1
-            elif kind == "websocket.disconnect" and close_code is None:
-                close_code = message.get("code", 1005)
-            return message
-
+        ws = WebSocketExchange(send, receive, spans=self._trace_ids)
+        ws.span_context = span_context  # on entry; the one at the accept wins
         error: BaseException | None = None
         try:
-            await self.app(scope, receive_wrapper, send_wrapper)
+            await self.app(scope, ws.receive, ws.send)
         except BaseException as exc:
-            error = exc if exc is not gone else None
+            error = exc if exc is not ws.gone else None
             raise
         finally:
             try:
                 self._log_websocket(
                     scope,
                     _now() - start,
-                    status,
-                    close_code,
-                    sent,
-                    received,
-                    disconnected,
+                    ws.status,
+                    ws.close_code,
+                    ws.sent,
+                    ws.received,
+                    ws.disconnected,
                     error,
-                    span_context,
+                    ws.span_context,
                 )
             finally:
                 if tokens is not None:
