@@ -19,18 +19,15 @@ redaction and the JSON are paid when the page asks. Ratios are to the access log
 from __future__ import annotations
 
 import argparse
-import io
 from collections.abc import Sequence
 
-import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
-import asgikit.logging
 from asgikit.middleware.access_log import AccessLogMiddleware
 from asgikit.middleware.inspector import DevInspectorMiddleware
 from asgikit.types import ASGIApp
-from benchmarks.bench_access_log import _BROWSER, _NullSink
-from benchmarks.harness import Request, Result, bare_app, report, run_asgi
+from benchmarks.bench_access_log import _BROWSER, json_logs_to_nowhere
+from benchmarks.harness import Request, added_cost, bare_app, report, run_asgi
 
 __all__ = ["main"]
 
@@ -57,22 +54,12 @@ def apps() -> dict[str, ASGIApp]:
     }
 
 
-def added_cost(results: Sequence[Result], case: str) -> float:
-    """*case*'s added per-request cost over the bare app, relative to the access log's."""
-    by_case = {r.case: r.median_us for r in results}
-    bare = by_case[BARE]
-    return (by_case[case] - bare) / (by_case[ANCHOR] - bare)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_inspector")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--min-time", type=float, default=0.05)
     args = parser.parse_args(argv)
-    # Kept in a variable: a collected TextIOWrapper closes the sink under the logger.
-    sink = io.TextIOWrapper(io.BufferedWriter(_NullSink()), write_through=True)
-    asgikit.logging.configure(format="json", stream=sink, stdlib=False)
-    try:
+    with json_logs_to_nowhere():
         cases = apps()
         for title, scenario in SCENARIOS.items():
             results = run_asgi(
@@ -83,13 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 min_time=args.min_time,
             )
             print(report(results, f"Development inspector, {title}"))
+            ours = added_cost(results, OURS, BARE, ANCHOR)
+            traced = added_cost(results, TRACED, BARE, ANCHOR)
             print(
-                f"Added per-request cost over the bare app: {added_cost(results, OURS):.2f}x "
-                f"the access log's; with an SDK tracer provider: "
-                f"{added_cost(results, TRACED):.2f}x\n"
+                f"Added per-request cost over the bare app: {ours:.2f}x the access log's; "
+                f"with an SDK tracer provider: {traced:.2f}x\n"
             )
-    finally:
-        structlog.reset_defaults()
     return 0
 
 

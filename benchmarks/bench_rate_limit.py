@@ -45,7 +45,7 @@ from starlette.routing import Route
 from asgikit.middleware.rate_limit import RateLimitMiddleware
 from asgikit.testing import request
 from asgikit.types import ASGIApp
-from benchmarks.harness import Request, Result, report, run_asgi
+from benchmarks.harness import Request, Result, added_cost, report, run_asgi
 
 __all__ = ["count_redis_round_trips", "main", "starlette_apps"]
 
@@ -87,9 +87,8 @@ def starlette_apps(rate: str) -> dict[str, ASGIApp]:
 
 def added(results: Sequence[Result]) -> tuple[float, float, float]:
     """Ours and slowapi's added µs per request over the bare app, and their ratio."""
-    by_case = {r.case: r.median_us for r in results}
-    ours = by_case[OURS] - by_case[BARE]
-    theirs = by_case[ANCHOR] - by_case[BARE]
+    ours = added_cost(results, OURS, BARE)
+    theirs = added_cost(results, ANCHOR, BARE)
     return ours, theirs, ours / theirs
 
 

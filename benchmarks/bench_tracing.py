@@ -47,7 +47,7 @@ from opentelemetry.trace import SpanKind, set_span_in_context
 
 from asgikit.middleware.tracing import TracingMiddleware
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
-from benchmarks.harness import Request, Result, bare_app, report, run_asgi
+from benchmarks.harness import Request, Result, added_cost, bare_app, report, run_asgi
 
 __all__ = ["ConventionsFloor", "DroppingExporter", "SDKFloor", "main"]
 
@@ -188,11 +188,8 @@ def _ours(app: ASGIApp, sampler: Any = None, **options: Any) -> ASGIApp:
 
 
 def added(results: Sequence[Result], case: str, versus: str | None = None) -> float:
-    """*case*'s added cost over the bare app (µs), or its ratio to *versus*'s added cost."""
-    by_case = {r.case: r.median_us for r in results}
-    bare = by_case[BARE]
-    cost = by_case[case] - bare
-    return cost if versus is None else cost / (by_case[versus] - bare)
+    """*case*'s added per-request cost over the bare app (µs), or its ratio to *versus*'s."""
+    return added_cost(results, case, BARE, versus)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "BenchmarkError",
     "Request",
     "Result",
+    "added_cost",
     "bare_app",
     "report",
     "run_asgi",
@@ -402,6 +403,14 @@ def environment() -> str:
         f"Python {platform.python_version()} ({platform.python_implementation()}) "
         f"on {platform.platform(terse=True)}, {os.cpu_count()} CPUs"
     )
+
+
+def added_cost(results: Sequence[Result], case: str, bare: str, versus: str | None = None) -> float:
+    """*case*'s added per-call cost over the *bare* case, in µs; or, given *versus*, that
+    cost as a ratio to *versus*'s added cost (the figure the goals are written in)."""
+    by_case = {r.case: r.median_us for r in results}
+    cost = by_case[case] - by_case[bare]
+    return cost if versus is None else cost / (by_case[versus] - by_case[bare])
 
 
 def report(results: Sequence[Result], title: str) -> str:
