@@ -49,10 +49,13 @@ class Exchange:
         spans: Keep the span current at the response start in ``span_context`` (the
             app's context: a span opened inside the caller is current there).
         files: Count the bytes of ``pathsend`` and ``zerocopysend`` files (a ``stat``).
+        on_message: Called with each message's type and body bytes once it went through,
+            both ways (span events).
     """
 
     __slots__ = (
         "_files",
+        "_on_message",
         "_receive",
         "_send",
         "_spans",
@@ -81,8 +84,10 @@ class Exchange:
         on_start: Callable[[Message], Message] | None = None,
         spans: bool = False,
         files: bool = True,
+        on_message: Callable[[str, int], object] | None = None,
     ) -> None:
         self._send = send
+        self._on_message = on_message
         self._receive = receive
         self.clock = clock
         self.on_start = on_start
@@ -135,14 +140,20 @@ class Exchange:
         if final:
             self.end = self.clock()
             self.complete = True
+        if self._on_message is not None:
+            self._on_message(kind, size)
 
     async def receive(self) -> Message:
         message = await self._receive()
         kind = message["type"]
+        size = 0
         if kind == "http.request":
-            self.received += len(message.get("body", b""))
+            size = len(message.get("body", b""))
+            self.received += size
         elif kind == "http.disconnect" and not self.final_sent:
             self.disconnected = True
+        if self._on_message is not None:
+            self._on_message(kind, size)
         return message
 
 
@@ -157,7 +168,8 @@ class WebSocketExchange:
         send: The server's ``send``.
         receive: The server's ``receive``.
         spans: Keep the span current when the connection is accepted in ``span_context``.
-        on_message: Called with each message's type once it went through (span events).
+        on_message: Called with each message's type (and 0 bytes) once it went through,
+            both ways (span events).
     """
 
     __slots__ = (
@@ -180,7 +192,7 @@ class WebSocketExchange:
         receive: Receive,
         *,
         spans: bool = False,
-        on_message: Callable[[str], object] | None = None,
+        on_message: Callable[[str, int], object] | None = None,
     ) -> None:
         self._send = send
         self._receive = receive
@@ -215,7 +227,7 @@ class WebSocketExchange:
             self.gone = exc
             raise
         if self._on_message is not None:
-            self._on_message(kind)
+            self._on_message(kind, 0)
 
     async def receive(self) -> Message:
         message = await self._receive()
@@ -225,5 +237,5 @@ class WebSocketExchange:
         elif kind == "websocket.disconnect" and self.close_code is None:
             self.close_code = message.get("code", 1005)
         if self._on_message is not None:
-            self._on_message(kind)
+            self._on_message(kind, 0)
         return message

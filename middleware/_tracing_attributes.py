@@ -7,7 +7,7 @@ read raw ASGI headers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from opentelemetry.propagators.textmap import Getter
@@ -56,6 +56,7 @@ __all__ = [
     "SpanAttributes",
     "capture",
     "error_status",
+    "message_events",
     "route_of",
 ]
 
@@ -270,3 +271,14 @@ def error_status(span: Span, error: BaseException | None, error_type: str | None
         span.set_attribute(CANCELLED, True)
     elif error_type is not None:
         span.set_status(Status(StatusCode.ERROR))
+
+
+def message_events(span: Span, skip: str = "") -> Callable[[str, int], None]:
+    """An ``on_message`` hook adding a span event per message (``message_events=True``),
+    with its body bytes; messages of type *skip* are left out."""
+
+    def add_event(kind: str, size: int) -> None:
+        if kind != skip:
+            span.add_event(kind, {"message.size": size} if size else None)
+
+    return add_event

@@ -24,6 +24,7 @@ from ._tracing_attributes import (
     URL_SCHEME,
     HeaderGetter,
     error_status,
+    message_events,
     route_of,
 )
 
@@ -67,7 +68,7 @@ async def trace_websocket(
         scope = {**scope, CHAIN_KEY: chain}
         chain.append(scope)
     events = recording and middleware._events
-    ws = WebSocketExchange(send, receive, on_message=span.add_event if events else None)
+    ws = WebSocketExchange(send, receive, on_message=message_events(span) if events else None)
 
     token = attach(set_span_in_context(span, parent))
     tokens = middleware._bind_ids(span)

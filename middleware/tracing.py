@@ -46,6 +46,7 @@ from ._tracing_attributes import (
     URL_SCHEME,
     HeaderGetter,
     SpanAttributes,
+    message_events,
 )
 from ._tracing_finish import finish_http
 from ._tracing_websocket import trace_websocket
@@ -297,12 +298,13 @@ class TracingMiddleware:
                 headers = message.get("headers", ())
                 return {**message, "headers": [*headers, *timing_headers]}
 
-        ex = (
-            _EventfulExchange(span, send, receive, _time_ns, on_start=on_start)
-            if events
-            else Exchange(
-                send, receive, _time_ns, on_start=on_start, files=self._response_size is not None
-            )
+        ex = Exchange(
+            send,
+            receive,
+            _time_ns,
+            on_start=on_start,
+            files=events or self._response_size is not None,
+            on_message=message_events(span, skip="http.disconnect") if events else None,
         )
 
         token = attach(set_span_in_context(span, parent))
@@ -338,27 +340,3 @@ class TracingMiddleware:
                 # The chain and its scopes refer to each other: break the cycle now
                 # rather than leave it to the garbage collector.
                 chain.clear()
-
-
-class _EventfulExchange(Exchange):
-    """An ``Exchange`` that adds a span event per message (``message_events=True``)."""
-
-    __slots__ = ("_span",)
-
-    def __init__(self, span: Span, send: Send, receive: Receive, clock: Any, **options: Any):
-        super().__init__(send, receive, clock, **options)
-        self._span = span
-
-    async def send(self, message: Message) -> None:
-        before = self.sent
-        await Exchange.send(self, message)
-        size = self.sent - before
-        self._span.add_event(message["type"], {"message.size": size} if size else None)
-
-    async def receive(self) -> Message:
-        before = self.received
-        message = await Exchange.receive(self)
-        if message["type"] == "http.request":
-            size = self.received - before
-            self._span.add_event("http.request", {"message.size": size} if size else None)
-        return message
