@@ -5,9 +5,16 @@ python -m benchmarks.bench_timeout [--rounds 15] [--min-time 0.05]
 No library is the usual pick for request timeouts in ASGI; users write one of two recipes,
 both here: ``anyio.fail_after`` around the app, or ``asyncio.wait_for``, each answering 504
 if nothing was sent yet. Neither answers while a sync handler holds a worker thread, and
-the ``wait_for`` one runs the app in another task. TimeoutMiddleware runs a watchdog task
-beside the app, so it does both; this measures what that costs on a handler that answers
-at once (the deadline never passes), as the added microseconds over the bare app.
+the ``wait_for`` one runs the app in another task. TimeoutMiddleware acts on a deadline
+from outside the app's task (on asyncio one timer per event loop serves every request,
+on trio a watchdog task), so it does both; this measures what that costs on a handler
+that answers at once (the deadline never passes), as the added microseconds over the
+bare app.
+
+One more case is a floor, not a middleware: the app inside one ``anyio.CancelScope`` and
+nothing else. The issue asks for anyio cancel scopes (so the app's own shielded scopes
+hold on asyncio and trio alike), and entering and leaving one is a cost no such
+middleware can go under.
 
 Two scenarios: the smallest ASGI app, and a Starlette app with one async endpoint, for
 the share of a realistic fast request.
@@ -29,7 +36,14 @@ from asgikit.middleware.timeout import TimeoutMiddleware
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 from benchmarks.harness import Request, Result, bare_app, report, run_asgi
 
-__all__ = ["FailAfterRecipe", "WaitForRecipe", "fail_after_app", "main", "timeout_app"]
+__all__ = [
+    "CancelScopeFloor",
+    "FailAfterRecipe",
+    "WaitForRecipe",
+    "fail_after_app",
+    "main",
+    "timeout_app",
+]
 
 TIMEOUT = 30.0
 BASELINE = "bare app"
@@ -114,9 +128,24 @@ timeout_app = TimeoutMiddleware(bare_app, total=TIMEOUT)
 fail_after_app = FailAfterRecipe(bare_app)
 
 
+FLOOR = "floor: the app in one anyio.CancelScope, nothing else"
+
+
+class CancelScopeFloor:
+    """The app inside one anyio cancel scope: the least an anyio timeout can cost."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with anyio.CancelScope():
+            await self.app(scope, receive, send)
+
+
 def cases(inner: ASGIApp) -> dict[str, ASGIApp]:
     return {
         BASELINE: inner,
+        FLOOR: CancelScopeFloor(inner),
         "recipe: anyio.fail_after": FailAfterRecipe(inner),
         "recipe: asyncio.wait_for": WaitForRecipe(inner),
         OURS: TimeoutMiddleware(inner, total=TIMEOUT),

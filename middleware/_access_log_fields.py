@@ -16,7 +16,6 @@ from urllib.parse import unquote
 from opentelemetry.trace import SpanContext
 
 from asgikit._options import string_list
-from asgikit.headers import get_header
 from asgikit.logging import LEVELS, Field
 from asgikit.scopes import innermost_with
 from asgikit.types import Message, Scope
@@ -449,11 +448,16 @@ class LineBuilder:
             fields[_PEER_ADDRESS] = peer[0]
         headers = scope.get("headers", ())
         limit = self._limit
-        user_agent = get_header(headers, b"user-agent")
+        user_agent = referer = None
+        for name, value in headers:  # get_header twice, in one pass (the first of each)
+            if name == b"user-agent":
+                if user_agent is None:
+                    user_agent = value
+            elif name == b"referer" and referer is None:
+                referer = value
         if user_agent is not None:
             text = user_agent.decode("latin-1")
             fields[_USER_AGENT] = text if len(text) <= limit else truncate(text, limit)
-        referer = get_header(headers, b"referer")
         if referer is not None:
             text = self._redactor.redact_url(referer.decode("latin-1"))
             fields[_REFERER] = text if len(text) <= limit else truncate(text, limit)

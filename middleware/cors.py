@@ -169,24 +169,25 @@ class CORSMiddleware:
                 return await self._websocket(scope, receive, send)
             return await self.app(scope, receive, send)
         headers = scope["headers"]
-        origin = get_header(headers, _ORIGIN)
-        if origin is None and self._all_public:  # not a CORS request, nothing varies
-            return await self.app(scope, receive, send)
+        origin = None
+        for name, value in headers:  # get_header, inlined: every request pays for it
+            if name == b"origin":
+                origin = value
+                break
         select = self._select
-        policy = self._default if select is None else select(scope["path"])
-        if origin is None:
-            if policy.public:
-                return await self.app(scope, receive, send)
-            downstream = send
+        if origin is None:  # not a CORS request
+            if self._all_public or (select is not None and select(scope["path"]).public):
+                return await self.app(scope, receive, send)  # nothing varies
 
             # A plain function returning the downstream awaitable is a valid ASGI send
             # and saves a coroutine frame on every message.
             def send_with_vary(message: Message) -> Awaitable[None]:
                 if message["type"] == "http.response.start":
                     message = {**message, "headers": _with_vary(message.get("headers", ()))}
-                return downstream(message)
+                return send(message)
 
             return await self.app(scope, receive, send_with_vary)
+        policy = self._default if select is None else select(scope["path"])
 
         if scope["method"] == "OPTIONS":
             method = get_header(headers, _ACRM)

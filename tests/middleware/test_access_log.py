@@ -953,6 +953,41 @@ async def test_a_given_logger_is_used(lines: list[dict[str, Any]]) -> None:
     assert lines == []
 
 
+def _recording_config(sink: list[str], *, cache: bool) -> None:
+    """structlog set to record each line's event and level into *sink*."""
+
+    def record(logger: Any, method: str, event: dict[str, Any]) -> str:
+        sink.append(f"{method} {event['event']}")
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[record], cache_logger_on_first_use=cache)
+
+
+async def test_a_logger_structlog_caches_on_first_use_is_kept_as_the_proxy_keeps_it() -> None:
+    first: list[str] = []
+    later: list[str] = []
+    _recording_config(first, cache=True)
+    app = wrapped(responding(404))
+    await request(app)
+    _recording_config(later, cache=True)  # too late for a proxy that cached its logger
+    await request(app)
+    await request(wrapped(responding(500)))  # a new middleware takes the new one
+    assert first == ["warning http.request", "warning http.request"]
+    assert later == ["error http.request"]
+
+
+async def test_a_logger_structlog_does_not_cache_follows_each_reconfiguration() -> None:
+    first: list[str] = []
+    later: list[str] = []
+    _recording_config(first, cache=False)
+    app = wrapped(responding(404))
+    await request(app)
+    _recording_config(later, cache=False)
+    await request(app)
+    assert first == ["warning http.request"]
+    assert later == ["warning http.request"]
+
+
 async def test_a_failing_logger_never_hides_the_apps_exception(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
