@@ -14,6 +14,11 @@ and, for the allow-all rows, ``allow_origins=["*"]`` without credentials. Four r
 
 Besides the ratio to Starlette, the added per-request cost over the bare app is compared:
 (ours - bare) / (Starlette - bare), and printed in µs for the no-Origin rows.
+
+The no-Origin scenarios also time a *floor*, the least any pure ASGI middleware does for
+that request: an ``async def __call__`` that reads ``Origin`` and passes the request on
+(allow-all), and one that also wraps ``send`` to add ``Vary: Origin`` to a new copy of
+the start message (origin list). No option parsing, no policy, no checks.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Sequence
 from starlette.middleware.cors import CORSMiddleware as StarletteCORSMiddleware
 
 from asgikit.middleware.cors import CORSMiddleware
-from asgikit.types import ASGIApp
+from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 from benchmarks.harness import Request, Result, bare_app, report, run_asgi
 
 __all__ = ["main"]
@@ -82,13 +87,47 @@ SCENARIOS: dict[str, tuple[dict[str, object], Request]] = {
 }
 
 
-def apps(options: dict[str, object]) -> dict[str, ASGIApp]:
-    """The bare app, and the bare app under Starlette's and asgikit's middleware."""
-    return {
+FLOOR = "floor: read Origin, pass on"
+VARY_FLOOR = "floor: read Origin, add Vary to a copy of the start"
+
+
+class OriginFloor:
+    """The least a CORS middleware does without an Origin: look for one, pass on."""
+
+    def __init__(self, app: ASGIApp, vary: bool = False) -> None:
+        self.app = app
+        self.vary = vary
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origin = None
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value
+                break
+        if origin is not None or not self.vary:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_vary(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), (b"vary", b"Origin")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_vary)
+
+
+def apps(options: dict[str, object], floor: str | None = None) -> dict[str, ASGIApp]:
+    """The bare app, and the bare app under Starlette's and asgikit's middleware (and the
+    *floor*, when named)."""
+    found: dict[str, ASGIApp] = {
         BARE: bare_app,
         ANCHOR: StarletteCORSMiddleware(bare_app, **options),  # type: ignore[arg-type]
         OURS: CORSMiddleware(bare_app, **options),  # type: ignore[arg-type]
     }
+    if floor is not None:
+        found[floor] = OriginFloor(bare_app, vary=floor == VARY_FLOOR)
+    return found
 
 
 def added_cost(results: Sequence[Result]) -> float:
@@ -98,10 +137,10 @@ def added_cost(results: Sequence[Result]) -> float:
     return (by_case[OURS] - bare) / (by_case[ANCHOR] - bare)
 
 
-def added_us(results: Sequence[Result]) -> float:
-    """Our added per-request time over the bare app, in µs."""
+def added_us(results: Sequence[Result], case: str = OURS) -> float:
+    """A case's added per-request time over the bare app, in µs (ours by default)."""
     by_case = {r.case: r.median_us for r in results}
-    return by_case[OURS] - by_case[BARE]
+    return by_case[case] - by_case[BARE]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,17 +149,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-time", type=float, default=0.05)
     args = parser.parse_args(argv)
     for title, (options, scenario) in SCENARIOS.items():
+        floor = None
+        if title.startswith("no Origin"):
+            floor = FLOOR if options is ALLOW_ALL_OPTIONS else VARY_FLOOR
         results = run_asgi(
-            apps(options),
+            apps(options, floor),
             baseline=ANCHOR,
             request=scenario,
             rounds=args.rounds,
             min_time=args.min_time,
         )
         print(report(results, f"CORS, {title}"))
+        floor_note = "" if floor is None else f" (the floor's: {added_us(results, floor):+.3f} µs)"
         print(
-            f"Added per-request cost over the bare app: {added_us(results):+.3f} µs; "
-            f"vs {ANCHOR}'s: {added_cost(results):.2f}x\n"
+            f"Added per-request cost over the bare app: {added_us(results):+.3f} µs"
+            f"{floor_note}; vs {ANCHOR}'s: {added_cost(results):.2f}x\n"
         )
     return 0
 
