@@ -9,6 +9,9 @@ Every traced case uses the same SDK set-up: a ``TracerProvider`` whose
 - the bare app;
 - the *SDK floor*: a hand-written ASGI wrapper making only the calls any tracing
   middleware must make: start a span, end it, record one histogram value;
+- the SDK floor again with the sampler ``ALWAYS_OFF``, with and without metrics: what
+  an unsampled request costs in the SDK's own calls (the span is still started, as
+  sampling is the SDK's, and the histogram still recorded: metrics are not sampled);
 - the *conventions floor*: the same calls with what the issue's conventions require
   of them, written as plainly as possible: the context extracted from the headers by
   the global propagator, the span made current while the app runs, the span's request
@@ -54,6 +57,8 @@ __all__ = ["ConventionsFloor", "DroppingExporter", "SDKFloor", "main"]
 BARE = "bare app"
 FLOOR = "SDK floor (start span, end span, one histogram)"
 CONVENTIONS_FLOOR = "conventions floor (the same calls, with the attributes and context)"
+FLOOR_UNSAMPLED = "SDK floor, unsampled (ALWAYS_OFF)"
+FLOOR_UNSAMPLED_NO_METRICS = "SDK floor, unsampled, no-op MeterProvider"
 CONTRIB = "opentelemetry-instrumentation-asgi"
 CONTRIB_LEAN = 'opentelemetry-instrumentation-asgi, exclude_spans=["receive","send"]'
 OURS = "asgikit TracingMiddleware"
@@ -202,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         BARE: bare_app,
         FLOOR: SDKFloor(bare_app, *floor_providers),
         CONVENTIONS_FLOOR: ConventionsFloor(bare_app, *_providers()),
+        FLOOR_UNSAMPLED: SDKFloor(bare_app, *_providers(ALWAYS_OFF)),
+        FLOOR_UNSAMPLED_NO_METRICS: SDKFloor(
+            bare_app, _providers(ALWAYS_OFF)[0], NoOpMeterProvider()
+        ),
         CONTRIB: _contrib(bare_app),
         CONTRIB_LEAN: _contrib(bare_app, exclude_spans=["receive", "send"]),
         OURS: _ours(bare_app),
@@ -220,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{added(results, OURS, FLOOR):.2f}x the SDK floor's (goal <= 1.3x), "
         f"{added(results, OURS, CONVENTIONS_FLOOR):.2f}x the conventions floor's; "
         f"unsampled +{added(results, OURS_UNSAMPLED):.2f} µs "
-        f"(+{added(results, OURS_UNSAMPLED_NO_METRICS):.2f} µs without metrics), "
+        f"(+{added(results, OURS_UNSAMPLED_NO_METRICS):.2f} µs without metrics; the SDK "
+        f"floor's +{added(results, FLOOR_UNSAMPLED):.2f} µs and "
+        f"+{added(results, FLOOR_UNSAMPLED_NO_METRICS):.2f} µs), "
         f"excluded +{added(results, OURS_EXCLUDED):.2f} µs (goal <= 3 µs)\n"
     )
     parent_apps: dict[str, ASGIApp] = {BARE: bare_app, OURS_PARENT: _ours(bare_app)}
