@@ -241,22 +241,7 @@ class AccessLogMiddleware:
             raise
         finally:
             try:
-                end = ex.end
-                first_byte = ex.first_byte
-                self._log_http(
-                    scope,
-                    timeout,
-                    (_now() if end is None else end) - start,
-                    None if first_byte is None else first_byte - start,
-                    ex.status,
-                    ex.sent,
-                    ex.received,
-                    ex.complete,
-                    ex.disconnected,
-                    error,
-                    ex.span_context,
-                    ex.response_headers if self._lines.response_capture is not None else None,
-                )
+                self._log_http(scope, timeout, start, ex, error)
             finally:
                 if tokens is not None:
                     for var, token in reversed(tokens):
@@ -270,17 +255,14 @@ class AccessLogMiddleware:
         self,
         scope: Scope,
         timeout: dict[str, Any],
-        duration: float,
-        first_byte: float | None,
-        status: int | None,
-        sent: int,
-        received: int,
-        complete: bool,
-        disconnected: bool,
+        start: float,
+        ex: Exchange,
         error: BaseException | None,
-        span_context: SpanContext | None,
-        response_headers: Any,
     ) -> None:
+        end = ex.end
+        duration = (_now() if end is None else end) - start
+        status = ex.status
+        disconnected = ex.disconnected
         error_type = None
         floor: int | None = None  # the least level the outcome calls for, whatever the status
         if error is not None:
@@ -291,7 +273,7 @@ class AccessLogMiddleware:
                     status = 500  # what every ASGI server answers
             else:  # cancelled: the server is shutting down, or an outer deadline passed
                 floor = _WARNING
-        elif not complete and not disconnected:
+        elif not ex.complete and not disconnected:
             error_type = "incomplete_response"
             floor = _ERROR
             if status is None:
@@ -309,15 +291,17 @@ class AccessLogMiddleware:
                 return
             sampled = True
 
-        fields = self._lines.http(
+        lines = self._lines
+        first_byte = ex.first_byte
+        fields = lines.http(
             scope,
             status,
             duration,
-            first_byte,
-            received,
-            sent,
-            response_headers,
-            span_context,
+            None if first_byte is None else first_byte - start,
+            ex.received,
+            ex.sent,
+            ex.response_headers if lines.response_capture is not None else None,
+            ex.span_context,
             error_type,
             disconnected,
         )
