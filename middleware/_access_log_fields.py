@@ -73,6 +73,8 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+").fullmatch
 # sensitive is redacted whichever way it splits.
 _SEPARATORS = re.compile("([&;#])")
 _CACHE_SIZE: Final = 1024
+# From this many "&" on, a query is searched for any pattern's name before it is split.
+_LOOK_FIRST_PAIRS: Final = 8
 
 
 def truncate(text: str, limit: int) -> str:
@@ -182,41 +184,52 @@ class QueryRedactor:
 
     def redact(self, query: str) -> str:
         """The query with every sensitive value replaced."""
-        if "=" not in query or not self._might_hold_secrets(query):
+        if "=" not in query:
             return query
         if ";" in query or "#" in query:
-            parts = _SEPARATORS.split(query)  # pairs at even positions, separators between
-            step, glue = 2, ""
+            if not self._might_hold_secrets(query):
+                return query
+            # Pairs and the separators between them; a separator has no "=": skipped.
+            parts = _SEPARATORS.split(query)
+            glue = ""
         else:
+            # A few pairs are looked up by name (cached) at once; a long query is first
+            # ruled out, most often, by one search, so that many new names (a hostile
+            # query) do not each cost a pattern match.
+            if query.count("&") >= _LOOK_FIRST_PAIRS and not self._might_hold_secrets(query):
+                return query
             parts = query.split("&")
-            step, glue = 1, "&"
+            glue = "&"
         names = self._names
         changed = False
-        for i in range(0, len(parts), step):
-            name, _, value = parts[i].partition("=")
-            if not value:  # no value, or an empty one: nothing to hide
-                continue
-            sensitive = names.get(name)
-            if sensitive is None:
-                sensitive = self.is_sensitive(name)
-                if len(names) >= _CACHE_SIZE:
-                    names.clear()
-                names[name] = sensitive
-            if sensitive:
-                parts[i] = f"{name}={REDACTED}"
-                changed = True
+        for i, part in enumerate(parts):
+            name, _, value = part.partition("=")
+            if value:  # no value, or an empty one: nothing to hide
+                sensitive = names.get(name)
+                if sensitive is None:
+                    sensitive = self.is_sensitive(name)
+                    if len(names) >= _CACHE_SIZE:
+                        names.clear()
+                    names[name] = sensitive
+                if sensitive:
+                    parts[i] = f"{name}={REDACTED}"
+                    changed = True
         return glue.join(parts) if changed else query
 
     def redact_url(self, url: str) -> str:
         """A URL (a ``Referer``) with sensitive values in its query and fragment replaced."""
-        if "=" not in url or not self._might_hold_secrets(url):
-            return url
-        cut = len(url)
-        for mark in ("?", "#"):
-            at = url.find(mark)
-            if 0 <= at < cut:
-                cut = at
-        return url[: cut + 1] + self.redact(url[cut + 1 :])
+        cut = url.find("?")
+        if cut < 0:
+            cut = url.find("#")
+            if cut < 0:
+                return url
+        else:
+            fragment = url.find("#", 0, cut)  # a "?" inside the fragment starts no query
+            if fragment >= 0:
+                cut = fragment
+        rest = url[cut + 1 :]
+        redacted = self.redact(rest)
+        return url if redacted is rest else url[: cut + 1] + redacted
 
 
 _ROUTE_KEYS = ("route", "path_template")

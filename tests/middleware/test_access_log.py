@@ -1065,6 +1065,38 @@ def test_query_patterns_of_every_shape() -> None:
     assert not QueryRedactor([]).is_sensitive("token")
 
 
+def test_a_long_query_is_searched_first_and_redacted_alike() -> None:
+    redactor = QueryRedactor(DEFAULT_REDACTED_QUERY_PARAMS)
+    plain = "&".join(f"p{i}={i}" for i in range(12))
+    assert redactor.redact(plain) is plain  # ruled out by the search: nothing split
+    assert redactor.redact(plain + "&API-Key=k") == plain + "&API-Key=[REDACTED]"
+    assert QueryRedactor([]).redact("token=1;sig=2") == "token=1;sig=2"
+
+
+def test_a_question_mark_inside_a_referers_fragment_starts_no_query() -> None:
+    redactor = QueryRedactor(DEFAULT_REDACTED_QUERY_PARAMS)
+    url = "https://app.example/cb#access_token=abc?x=1"
+    assert redactor.redact_url(url) == "https://app.example/cb#access_token=[REDACTED]"
+    assert redactor.redact_url("https://app.example/p?q=1") == "https://app.example/p?q=1"
+
+
+async def test_repeated_user_agent_and_referer_fields_log_the_first(
+    lines: list[dict[str, Any]],
+) -> None:
+    await request(
+        wrapped(responding()),
+        headers=[
+            ("referer", "https://a.example/#token=1"),
+            ("user-agent", "first/1"),
+            ("user-agent", "second/2"),
+            ("referer", "https://b.example/"),
+        ],
+    )
+    line = the_line(lines)
+    assert line["user_agent.original"] == "first/1"
+    assert line["http.request.header.referer"] == "https://a.example/#token=[REDACTED]"
+
+
 def test_the_redactors_name_cache_is_bounded() -> None:
     redactor = QueryRedactor(["token"])
     for i in range(1100):
