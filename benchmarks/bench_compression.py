@@ -39,7 +39,6 @@ from brotli_asgi import BrotliMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette_compress import CompressMiddleware
 
-from asgikit._done import DONE
 from asgikit.middleware.compression import CompressionMiddleware
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 from benchmarks.harness import (
@@ -191,6 +190,10 @@ def raw_app(raw: Raw, body: bytes, content_type: bytes, chunks: int) -> ASGIApp:
 FLOOR = "floor: the least middleware doing it"
 
 
+async def _nothing() -> None:
+    return None
+
+
 async def _both(send: Send, first: Message, second: Message) -> None:
     await send(first)
     await send(second)
@@ -229,7 +232,7 @@ class FloorMiddleware:
                         passing = True
                         return send(message)
                 start = message
-                return DONE
+                return _nothing()
             body = message.get("body", b"")
             if accept is None or len(body) < self.minimum:
                 return _both(send, start, message)

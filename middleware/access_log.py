@@ -350,7 +350,9 @@ class AccessLogMiddleware:
         logger = self._logger
         methods: dict[int, Any] = {}
         if isinstance(logger, _LAZY_PROXY) and (bound := logger.bind()) is logger.bind():
-            methods = {level: getattr(bound, name) for level, name in _METHODS.items()}
+            found = {level: getattr(bound, name, None) for level, name in _METHODS.items()}
+            if None not in found.values():  # else a wrapper short of a level: as before
+                methods = found
         self._methods = methods
         return methods
 

@@ -12,7 +12,6 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from asgikit._done import DONE
 from asgikit._options import string_list
 from asgikit.headers import add_vary, lowercase_names
 from asgikit.scopes import derive_scope
@@ -59,6 +58,12 @@ _PASSING: Final = 2  # the verdict is identity, or the body ended: the rest goes
 _limiter_var: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar(
     "asgikit_compression_limiter"
 )
+
+
+async def _nothing() -> None:
+    # A coroutine, not a cheaper ready-made awaitable: callers may hand what a send
+    # returns to create_task or start_soon, which take coroutines only.
+    return None
 
 
 async def _in_thread(function: Callable[[bytes], bytes], data: bytes) -> bytes:
@@ -241,7 +246,7 @@ class CompressionMiddleware:
                 if kind == STREAM_AT_ONCE:
                     response = state = _Response(self, state, kind, send, scope)
                     return response.opening()
-                return DONE
+                return _nothing()
             if type(state) is tuple:
                 held: _Held = state
                 if message["type"] == "http.response.body" and not message.get("more_body", False):
@@ -326,7 +331,7 @@ class _Response:
         server offers pathsend, which must go with the start untouched, at its first body."""
         if self.held[1] < 0 and _PATHSEND not in self.scope.get("extensions", ()):
             return self._begin(None)
-        return DONE
+        return _nothing()
 
     def send(self, message: Message) -> Awaitable[None]:
         state = self.state
@@ -342,7 +347,7 @@ class _Response:
         body = message.get("body", b"")
         if message.get("more_body", False):
             if not body:
-                return DONE  # an empty chunk has nothing to flush: all before it was
+                return _nothing()  # an empty chunk has nothing to flush: all before it was
             step = self.stream.compress
         else:
             step = self.stream.finish

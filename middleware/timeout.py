@@ -36,7 +36,7 @@ import contextvars
 import enum
 import functools
 import math
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -189,9 +189,10 @@ class _Exchange:
 
     # ---- the app's side (the caller's task) ----------------------------------------
 
-    def send(self, message: Message) -> Awaitable[None]:
-        # A plain function returning the downstream awaitable is a valid ASGI send and
-        # saves a coroutine frame on every message.
+    async def send(self, message: Message) -> None:
+        # A coroutine function, not a plain function returning the downstream awaitable:
+        # the state changes when the message is sent, not when send() is called (an app
+        # may call it and await later), and asgiref's AsyncToSync wants one.
         state = self.state
         if state is _State.WAITING:
             if message["type"] == "http.response.start":
@@ -211,8 +212,9 @@ class _Exchange:
         elif state is not _State.COMPLETE:
             # Answered or aborted: nothing of the app's reaches the server. The
             # checkpoint re-delivers the cancellation to an app that swallowed it.
-            return anyio.lowlevel.checkpoint()
-        return self.downstream(message)
+            await anyio.lowlevel.checkpoint()
+            return
+        await self.downstream(message)
 
     async def receive(self) -> Message:
         """``receive`` with the ``request_body_idle`` limit, until the body is complete."""

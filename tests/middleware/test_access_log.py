@@ -976,6 +976,26 @@ async def test_a_logger_structlog_caches_on_first_use_is_kept_as_the_proxy_keeps
     assert later == ["error http.request"]
 
 
+async def test_a_cached_wrapper_without_every_level_method_still_logs() -> None:
+    seen: list[str] = []
+
+    class InfoToError(structlog.BoundLoggerBase):  # no debug, no critical
+        def info(self, event: str, **fields: Any) -> Any:
+            return self._proxy_to_logger("info", event, **fields)
+
+        def warning(self, event: str, **fields: Any) -> Any:
+            return self._proxy_to_logger("warning", event, **fields)
+
+        def error(self, event: str, **fields: Any) -> Any:
+            return self._proxy_to_logger("error", event, **fields)
+
+    _recording_config(seen, cache=True)
+    structlog.configure(wrapper_class=InfoToError)
+    await request(wrapped(responding(404)))
+    await request(wrapped(responding()))
+    assert seen == ["warning http.request", "info http.request"]
+
+
 async def test_a_logger_structlog_does_not_cache_follows_each_reconfiguration() -> None:
     first: list[str] = []
     later: list[str] = []

@@ -127,6 +127,23 @@ async def test_one_message_is_compressed_with_its_length(coding: str) -> None:
     assert response.chunks == [response.body]
 
 
+async def test_what_send_returns_is_a_coroutine_for_start_soon_and_create_task() -> None:
+    # An app may send from a task of its own: task groups take coroutines only, so every
+    # return value of the middleware's send must be one (the held start's included).
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        fields = [TEXT, (b"content-length", b"%d" % len(BODY))]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send, {"type": "http.response.start", "status": 200, "headers": fields})
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send, {"type": "http.response.body", "body": BODY})
+
+    response = await request(
+        enforce(CompressionMiddleware(app)), headers={"accept-encoding": "gzip"}
+    )
+    assert response.header("content-encoding") == "gzip"
+    assert decoded(response) == BODY
+
+
 @pytest.mark.parametrize(
     ("accept", "coding"),
     [

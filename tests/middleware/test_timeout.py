@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -179,6 +180,19 @@ async def test_a_response_in_time_passes_unchanged(options: dict[str, Any]) -> N
     response = await request(app, "POST", body=[b"a", b"", b"b"])
     assert response.messages == [START, BODY]
     assert middleware.abandoned == 0
+
+
+async def test_a_start_called_but_not_yet_awaited_at_the_deadline_still_gets_the_answer() -> None:
+    # The response starts when the start is sent (awaited), not when send() is called.
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        pending = send(START)
+        await anyio.to_thread.run_sync(time.sleep, SHORT * 4)  # past the deadline
+        await pending
+        await send(BODY)
+
+    # The app straight under the middleware: its send() is the middleware's own.
+    response = await request(enforce(TimeoutMiddleware(app, total=SHORT)))
+    assert response.status == 504
 
 
 async def test_the_deadline_is_in_the_scope_on_anyios_clock() -> None:
