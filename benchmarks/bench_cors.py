@@ -30,7 +30,7 @@ from starlette.middleware.cors import CORSMiddleware as StarletteCORSMiddleware
 
 from asgikit.middleware.cors import CORSMiddleware
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
-from benchmarks.harness import Request, Result, bare_app, report, run_asgi
+from benchmarks.harness import Request, added_cost, bare_app, report, run_asgi
 
 __all__ = ["main"]
 
@@ -130,19 +130,6 @@ def apps(options: dict[str, object], floor: str | None = None) -> dict[str, ASGI
     return found
 
 
-def added_cost(results: Sequence[Result]) -> float:
-    """Our added per-request cost over the bare app, relative to Starlette's."""
-    by_case = {r.case: r.median_us for r in results}
-    bare = by_case[BARE]
-    return (by_case[OURS] - bare) / (by_case[ANCHOR] - bare)
-
-
-def added_us(results: Sequence[Result], case: str = OURS) -> float:
-    """A case's added per-request time over the bare app, in µs (ours by default)."""
-    by_case = {r.case: r.median_us for r in results}
-    return by_case[case] - by_case[BARE]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_cors")
     parser.add_argument("--rounds", type=int, default=15)
@@ -160,10 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_time=args.min_time,
         )
         print(report(results, f"CORS, {title}"))
-        floor_note = "" if floor is None else f" (the floor's: {added_us(results, floor):+.3f} µs)"
+        floor_us = None if floor is None else added_cost(results, floor, BARE)
+        floor_note = "" if floor_us is None else f" (the floor's: {floor_us:+.3f} µs)"
         print(
-            f"Added per-request cost over the bare app: {added_us(results):+.3f} µs"
-            f"{floor_note}; vs {ANCHOR}'s: {added_cost(results):.2f}x\n"
+            f"Added per-request cost over the bare app: {added_cost(results, OURS, BARE):+.3f} µs"
+            f"{floor_note}; vs {ANCHOR}'s: {added_cost(results, OURS, BARE, ANCHOR):.2f}x\n"
         )
     return 0
 

@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from asgikit.middleware.timeout import TimeoutMiddleware
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
-from benchmarks.harness import Request, Result, bare_app, report, run_asgi
+from benchmarks.harness import Request, added_cost, bare_app, report, run_asgi
 
 __all__ = [
     "CancelScopeFloor",
@@ -154,12 +154,6 @@ def cases(inner: ASGIApp) -> dict[str, ASGIApp]:
     }
 
 
-def added_us(results: Sequence[Result]) -> dict[str, float]:
-    """Each case's added per-request time over the bare app, in microseconds."""
-    base = next(r.median_us for r in results if r.case == BASELINE)
-    return {r.case: r.median_us - base for r in results if r.case != BASELINE}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_timeout")
     parser.add_argument("--rounds", type=int, default=15)
@@ -176,8 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(report(results, f"Timeout, {title} (the deadline never passes)"))
         print()
-        for case, extra in added_us(results).items():
-            print(f"- {case}: +{extra:.2f} µs per request over the bare app")
+        for result in results:
+            if result.case != BASELINE:
+                extra = added_cost(results, result.case, BASELINE)
+                print(f"- {result.case}: +{extra:.2f} µs per request over the bare app")
         print()
     return 0
 
