@@ -44,6 +44,7 @@ from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 from benchmarks.harness import (
     BenchmarkError,
     Request,
+    added_cost,
     bare_app,
     report,
     run_asgi,
@@ -448,8 +449,8 @@ def below_minimum(rounds: int, min_time: float) -> list[Goal]:
     )
     print(report(results, "13-byte text/plain body, below the minimum size"))
     by_case = {r.case: r for r in results}
-    added = by_case[OURS].median_us - by_case[BARE].median_us
-    floor = by_case[FLOOR].median_us - by_case[BARE].median_us
+    added = added_cost(results, OURS, BARE)
+    floor = added_cost(results, FLOOR, BARE)
     goals = [
         Goal(
             "below minimum: within 1 µs of the bare app",
@@ -458,7 +459,7 @@ def below_minimum(rounds: int, min_time: float) -> list[Goal]:
         )
     ]
     for anchor in ("Starlette GZipMiddleware", "brotli-asgi", "starlette-compress"):
-        theirs = by_case[anchor].median_us - by_case[BARE].median_us
+        theirs = added_cost(results, anchor, BARE)
         goals.append(
             Goal(
                 f"below minimum: ahead of {anchor}",
