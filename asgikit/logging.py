@@ -319,8 +319,16 @@ def _json_fallback(value: Any) -> Any:
     return repr(value)
 
 
+_format_exc_info: Final = structlog.processors.format_exc_info
+
+
 class _JSONRenderer:
-    """Render the event as one JSON object with msgspec: bytes, or str for ``logging``."""
+    """Render the event as one JSON object with msgspec: bytes, or str for ``logging``.
+
+    An ``exc_info`` is first rendered as text under ``exception`` by structlog's
+    ``format_exc_info``, called only for the events that carry one: a processor of its
+    own in the chain would cost every event a call.
+    """
 
     __slots__ = ("_encode", "_text")
 
@@ -329,6 +337,8 @@ class _JSONRenderer:
         self._text = text
 
     def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> bytes | str:
+        if "exc_info" in event_dict:
+            event_dict = _format_exc_info(logger, name, event_dict)
         line = self._encode(event_dict)
         return line.decode("utf-8") if self._text else line
 
@@ -465,10 +475,10 @@ def configure(
         logger_factory = structlog.WriteLoggerFactory(file=console_stream)
     else:
         out = stream if stream is not None else sys.stdout
-        text_render = [structlog.processors.format_exc_info, _JSONRenderer(text=True)]
+        text_render = [_JSONRenderer(text=True)]
         binary = _binary_stream(out)
         if binary is not None:
-            render = [structlog.processors.format_exc_info, _JSONRenderer(text=False)]
+            render = [_JSONRenderer(text=False)]
             logger_factory = structlog.BytesLoggerFactory(file=binary)
         else:
             render = text_render
