@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanContext
 
 from asgikit._options import string_list
 from asgikit.logging import LEVELS, Field
-from asgikit.scopes import innermost_with
+from asgikit.scopes import CHAIN_KEY
 from asgikit.types import Message, Scope
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "header_names",
     "level_number",
     "positive_seconds",
+    "route_of",
     "route_template",
     "status_level_table",
     "truncate",
@@ -182,6 +183,15 @@ class QueryRedactor:
             folded = folded.replace("-", "_")
         return self._any_name(folded) is not None
 
+    def _learn(self, name: str) -> bool:
+        """Whether *name* is sensitive, remembered for the next time it comes."""
+        sensitive = self.is_sensitive(name)
+        names = self._names
+        if len(names) >= _CACHE_SIZE:
+            names.clear()
+        names[name] = sensitive
+        return sensitive
+
     def redact(self, query: str) -> str:
         """The query with every sensitive value replaced."""
         if "=" not in query:
@@ -192,6 +202,13 @@ class QueryRedactor:
             # Pairs and the separators between them; a separator has no "=": skipped.
             parts = _SEPARATORS.split(query)
             glue = ""
+        elif "&" not in query:  # one pair, the commonest query of all
+            name, _, value = query.partition("=")
+            if value:  # no value, or an empty one: nothing to hide
+                sensitive = self._names.get(name)
+                if sensitive or (sensitive is None and self._learn(name)):
+                    return f"{name}={REDACTED}"
+            return query
         else:
             # A few pairs are looked up by name (cached) at once; a long query is first
             # ruled out, most often, by one search, so that many new names (a hostile
@@ -204,14 +221,9 @@ class QueryRedactor:
         changed = False
         for i, part in enumerate(parts):
             name, _, value = part.partition("=")
-            if value:  # no value, or an empty one: nothing to hide
+            if value:
                 sensitive = names.get(name)
-                if sensitive is None:
-                    sensitive = self.is_sensitive(name)
-                    if len(names) >= _CACHE_SIZE:
-                        names.clear()
-                    names[name] = sensitive
-                if sensitive:
+                if sensitive or (sensitive is None and self._learn(name)):
                     parts[i] = f"{name}={REDACTED}"
                     changed = True
         return glue.join(parts) if changed else query
@@ -227,12 +239,10 @@ class QueryRedactor:
             fragment = url.find("#", 0, cut)  # a "?" inside the fragment starts no query
             if fragment >= 0:
                 cut = fragment
-        rest = url[cut + 1 :]
+        cut += 1
+        rest = url[cut:]
         redacted = self.redact(rest)
-        return url if redacted is rest else url[: cut + 1] + redacted
-
-
-_ROUTE_KEYS = ("route", "path_template")
+        return url if redacted is rest else url[:cut] + redacted
 
 
 def route_template(scope: Scope) -> str | None:
@@ -260,6 +270,22 @@ def route_template(scope: Scope) -> str | None:
             return template
     template = scope.get("path_template")
     return template if isinstance(template, str) else None
+
+
+def route_of(scope: Scope) -> str | None:
+    """The route template the framework left in this request's scope chain, if any.
+
+    ``asgikit.scopes.innermost_with(scope, ("route", "path_template"))`` and then
+    ``route_template``, in one pass: this runs once per logged request and span.
+    """
+    chain = scope.get(CHAIN_KEY)
+    if chain:
+        for candidate in reversed(chain):
+            if "route" in candidate or "path_template" in candidate:
+                return route_template(candidate)
+    if "route" in scope or "path_template" in scope:
+        return route_template(scope)
+    return None
 
 
 def file_bytes(message: Message) -> int:
@@ -427,19 +453,16 @@ class LineBuilder:
         """The redacted query and the route template, for http and websocket lines."""
         query = scope.get("query_string")
         if query:
-            fields[_QUERY] = self._query(query)
-        framework_scope = innermost_with(scope, _ROUTE_KEYS)
-        if "route" in framework_scope or "path_template" in framework_scope:
-            route = route_template(framework_scope)
-            if route is not None:
-                fields[_ROUTE] = route
-
-    def _query(self, query: bytes) -> str:
-        # Cut before redacting: a pair cut short is still redacted, and work is bounded.
-        limit = self._limit
-        cut = len(query) - limit
-        text = self._redactor.redact((query[:limit] if cut > 0 else query).decode("latin-1"))
-        return f"{text}...[+{cut} chars]" if cut > 0 else text
+            # Cut before redacting: a pair cut short is still redacted, and work is bounded.
+            cut = len(query) - self._limit
+            if cut > 0:
+                text = self._redactor.redact(query[: self._limit].decode("latin-1"))
+                fields[_QUERY] = f"{text}...[+{cut} chars]"
+            else:
+                fields[_QUERY] = self._redactor.redact(query.decode("latin-1"))
+        route = route_of(scope)
+        if route is not None:
+            fields[_ROUTE] = route
 
     def _common(
         self,

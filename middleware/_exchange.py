@@ -12,16 +12,40 @@ keeps the error in ``gone`` so the caller can tell it from the app's own.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Final
 
-from opentelemetry.context import get_current as _current_otel_context
+import opentelemetry.context
+from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import SpanContext, get_current_span
 
 from asgikit.types import Message, Receive, Send
 
 from ._access_log_fields import file_bytes
 
-__all__ = ["Exchange", "WebSocketExchange", "current_span_context"]
+__all__ = ["Exchange", "WebSocketExchange", "current_otel_context", "current_span_context"]
+
+
+def _context_getter() -> Callable[[], Context]:
+    """``opentelemetry.context.get_current``, or what it ends up calling when it can.
+
+    The API reads the current context through two Python calls to its runtime context.
+    With the default runtime context (contextvars), the ContextVar it wraps is read
+    directly: the same value, for a fraction of the cost, on every request. Any other
+    runtime context (``OTEL_PYTHON_CONTEXT``), or an API that no longer keeps the
+    variable where it did, goes through ``get_current`` as usual.
+    """
+    runtime = getattr(opentelemetry.context, "_RUNTIME_CONTEXT", None)
+    if type(runtime) is ContextVarsRuntimeContext:
+        var = getattr(runtime, "_current_context", None)
+        if isinstance(var, ContextVar):
+            return var.get
+    return opentelemetry.context.get_current
+
+
+current_otel_context: Final = _context_getter()
+"""The current OpenTelemetry context (``opentelemetry.context.get_current``)."""
 
 
 def current_span_context() -> SpanContext | None:
@@ -30,7 +54,7 @@ def current_span_context() -> SpanContext | None:
     Nothing attached to OpenTelemetry's context (no tracing at all) is told by one cheap
     look at the context, a quarter of the cost of asking for the current span.
     """
-    context = _current_otel_context()
+    context = current_otel_context()
     if not context:
         return None
     span_context = get_current_span(context).get_span_context()
@@ -44,10 +68,10 @@ class Exchange:
         send: The server's ``send``.
         receive: The server's ``receive``.
         clock: Read at the response start (``first_byte``) and its completion (``end``).
-        on_start: Called with ``http.response.start``; returns the message to send (to
-            add headers). None: sent as it is.
         spans: Keep the span current at the response start in ``span_context`` (the
             app's context: a span opened inside the caller is current there).
+        on_start: Called with ``http.response.start``; returns the message to send (to
+            add headers). None: sent as it is.
         files: Count the bytes of ``pathsend`` and ``zerocopysend`` files (a ``stat``).
         on_message: Called with each message's type and body bytes once it went through,
             both ways (span events).
@@ -80,9 +104,9 @@ class Exchange:
         send: Send,
         receive: Receive,
         clock: Callable[[], Any],
+        spans: bool = False,
         *,
         on_start: Callable[[Message], Message] | None = None,
-        spans: bool = False,
         files: bool = True,
         on_message: Callable[[str, int], object] | None = None,
     ) -> None:
@@ -111,10 +135,11 @@ class Exchange:
         elif kind == "http.response.start":
             self.status = message["status"]
             self.first_byte = self.clock()
-            self.trailers = bool(message.get("trailers", False))
+            if message.get("trailers", False):
+                self.trailers = True
             self.response_headers = message.get("headers", ())
             final = False
-            if self._spans:
+            if self._spans and current_otel_context():  # empty: no span, and no call
                 self.span_context = current_span_context() or self.span_context
             if self.on_start is not None:
                 message = self.on_start(message)
@@ -136,7 +161,8 @@ class Exchange:
             self.disconnected = True
             self.gone = exc
             raise
-        self.sent += size  # counted once it is out: bytes actually sent
+        if size:
+            self.sent += size  # counted once it is out: bytes actually sent
         if final:
             self.end = self.clock()
             self.complete = True

@@ -23,7 +23,6 @@ from opentelemetry.semconv.attributes import (
 from opentelemetry.semconv.metrics import http_metrics
 from opentelemetry.trace import Span, Status, StatusCode
 
-from asgikit.scopes import innermost_with
 from asgikit.types import Scope
 
 from ._access_log_fields import (
@@ -31,7 +30,7 @@ from ._access_log_fields import (
     PEER_SCOPE_KEY,
     QueryRedactor,
     captured,
-    route_template,
+    route_of,
 )
 from ._forwarded import parse_host
 
@@ -121,7 +120,6 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _HOST: Final = b"host"
 _USER_AGENT: Final = b"user-agent"
 _CACHE_SIZE: Final = 256
-_ROUTE_KEYS: Final = ("route", "path_template")
 
 
 class HeaderGetter(Getter[Any]):
@@ -252,14 +250,6 @@ class SpanAttributes:
 def capture(headers: Any, wanted: _Capture, attributes: dict[str, Any]) -> None:
     """Add the *wanted* headers' values to *attributes*, as lists, redacted as listed."""
     attributes.update(captured(headers, wanted))
-
-
-def route_of(scope: Scope) -> str | None:
-    """The route template the framework left in this request's scope chain, if any."""
-    framework_scope = innermost_with(scope, _ROUTE_KEYS)
-    if "route" in framework_scope or "path_template" in framework_scope:
-        return route_template(framework_scope)
-    return None
 
 
 def error_status(span: Span, error: BaseException | None, error_type: str | None) -> None:

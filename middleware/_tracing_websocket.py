@@ -6,14 +6,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.context import attach, detach
-from opentelemetry.context import get_current as _current_otel_context
 from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, get_current_span, set_span_in_context
 
 from asgikit.scopes import CHAIN_KEY
 from asgikit.types import Receive, Scope, Send
 
-from ._exchange import WebSocketExchange
+from ._exchange import WebSocketExchange, current_otel_context
 from ._tracing_attributes import (
     DISCONNECTED,
     ERROR_TYPE,
@@ -47,7 +46,7 @@ async def trace_websocket(
     """Run one websocket connection inside its span (see ``TracingMiddleware``)."""
     start = _time_ns()
     scheme = scope.get("scheme", "ws")
-    current = _current_otel_context()
+    current = current_otel_context()
     if current and get_current_span(current).get_span_context().is_valid:
         parent, kind = current, SpanKind.INTERNAL
     else:

@@ -32,7 +32,7 @@ from ._access_log_fields import (
     positive_seconds,
     status_level_table,
 )
-from ._exchange import Exchange, WebSocketExchange, current_span_context
+from ._exchange import Exchange, WebSocketExchange, current_otel_context, current_span_context
 
 __all__ = [
     "ALWAYS_REDACTED_HEADERS",
@@ -185,23 +185,21 @@ class AccessLogMiddleware:
     def _excluded(self, path: str) -> bool:
         return path in self._exact or path.startswith(self._prefixes)
 
-    def _bind_context(self, scope: Scope) -> tuple[_Tokens | None, SpanContext | None]:
-        """Bind the request id and the current span's ids; return the reset tokens."""
+    def _bind_context(self, scope: Scope, span_context: SpanContext | None) -> _Tokens | None:
+        """Bind the request id and the span's ids (when binding); return the reset tokens."""
+        if not self._bind:
+            return None
         tokens: _Tokens | None = None
-        span_context = None
-        if self._bind:
-            request_id = scope.get(REQUEST_ID_SCOPE_KEY)
-            if request_id is not None and self._rid_var.get() != request_id:
-                tokens = [(self._rid_var, self._rid_var.set(request_id))]
-        if self._trace_ids:
-            span_context = current_span_context()
-            if span_context is not None and self._bind:
-                trace_id = f"{span_context.trace_id:032x}"
-                span_id = f"{span_context.span_id:016x}"
-                tokens = tokens or []
-                tokens.append((self._trace_var, self._trace_var.set(trace_id)))
-                tokens.append((self._span_var, self._span_var.set(span_id)))
-        return tokens, span_context
+        request_id = scope.get(REQUEST_ID_SCOPE_KEY)
+        if request_id is not None and self._rid_var.get() != request_id:
+            tokens = [(self._rid_var, self._rid_var.set(request_id))]
+        if span_context is not None:
+            trace_id = f"{span_context.trace_id:032x}"
+            span_id = f"{span_context.span_id:016x}"
+            tokens = tokens or []
+            tokens.append((self._trace_var, self._trace_var.set(trace_id)))
+            tokens.append((self._span_var, self._span_var.set(span_id)))
+        return tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -223,15 +221,20 @@ class AccessLogMiddleware:
         timeout: dict[str, Any] = holder if isinstance(holder, dict) else {}
         chain: list[Scope] | None = None  # the one this call starts, cleared at the end
         if CHAIN_KEY not in scope:
-            chain = []
-            scope = {**scope, TIMEOUT_SCOPE_KEY: timeout, CHAIN_KEY: chain}
-            chain.append(scope)
+            scope = {**scope}  # and two stores: cheaper than a {**scope, ...} display
+            scope[TIMEOUT_SCOPE_KEY] = timeout
+            scope[CHAIN_KEY] = chain = [scope]
         elif timeout is not holder:
             scope = derive_scope(scope, {TIMEOUT_SCOPE_KEY: timeout})
         # The chain records the copies made inside, so that the route the framework
         # writes into its own scope can be read after the app returns.
-        tokens, span_context = self._bind_context(scope)
-        ex = Exchange(send, receive, _now, spans=self._trace_ids)
+        span_context = None
+        if self._trace_ids and current_otel_context():  # empty: no span, and no call
+            span_context = current_span_context()
+        tokens = None
+        if span_context is not None or REQUEST_ID_SCOPE_KEY in scope:  # else nothing to bind
+            tokens = self._bind_context(scope, span_context)
+        ex = Exchange(send, receive, _now, self._trace_ids)  # positional: a cheaper call
         ex.span_context = span_context  # on entry; the one at the response start wins
         error: BaseException | None = None
         try:
@@ -278,10 +281,14 @@ class AccessLogMiddleware:
             floor = _ERROR
             if status is None:
                 status = 500
-        timeout_error = timeout.get("error.type")
-        if isinstance(timeout_error, str):  # the 504 (or the abort) was a deadline's
-            error_type = timeout_error
-        level = self._level(status, floor)
+        if timeout:
+            timeout_error = timeout.get("error.type")
+            if isinstance(timeout_error, str):  # the 504 (or the abort) was a deadline's
+                error_type = timeout_error
+        if floor is None and status is not None and 0 <= status < 600:
+            level = self._levels[status]  # _level's common case, inline
+        else:
+            level = self._level(status, floor)
         slow = self._slow is not None and duration >= self._slow
         if slow:
             level = max(level, self._slow_level)
@@ -309,6 +316,9 @@ class AccessLogMiddleware:
             fields[Field.SLOW] = True
         if sampled:
             fields[Field.SAMPLE_RATE] = self._sample_rate
+        if error is None and (methods := self._methods):
+            methods[level](HTTP_EVENT, **fields)  # _emit's common case, inline
+            return
         if isinstance(error, Exception):
             fields["exc_info"] = error
         self._emit(level, HTTP_EVENT, fields, error)
@@ -358,7 +368,8 @@ class AccessLogMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = _now()
-        tokens, span_context = self._bind_context(scope)
+        span_context = current_span_context() if self._trace_ids else None
+        tokens = self._bind_context(scope, span_context)
         ws = WebSocketExchange(send, receive, spans=self._trace_ids)
         ws.span_context = span_context  # on entry; the one at the accept wins
         error: BaseException | None = None

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.trace import ProxyTracerProvider
 
 from asgikit._options import string_list
-from asgikit.scopes import CHAIN_KEY, innermost_with
+from asgikit.scopes import CHAIN_KEY
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
 from ._access_log_fields import (
@@ -22,7 +22,7 @@ from ._access_log_fields import (
     PEER_SCOPE_KEY,
     REQUEST_ID_SCOPE_KEY,
     header_names,
-    route_template,
+    route_of,
     truncate,
 )
 from ._exchange import Exchange, current_span_context
@@ -32,7 +32,6 @@ from ._inspector_store import REQUEST_SPAN, InspectorSpanProcessor, RingBuffer, 
 
 __all__ = ["DevInspectorMiddleware"]
 
-_ROUTE_KEYS: Final = ("route", "path_template")
 _RETRY_SECONDS: Final = 1.0
 """How often the global tracer provider is looked at again until one is set."""
 _now = time.perf_counter
@@ -287,11 +286,9 @@ class DevInspectorMiddleware:
             REQUEST_ID_SCOPE_KEY: scope.get(REQUEST_ID_SCOPE_KEY),
             PEER_SCOPE_KEY: scope.get(PEER_SCOPE_KEY),
         }
-        framework_scope = innermost_with(scope, _ROUTE_KEYS)
-        if "route" in framework_scope or "path_template" in framework_scope:
-            route = route_template(framework_scope)
-            if route is not None:
-                facts["path_template"] = route
+        route = route_of(scope)
+        if route is not None:
+            facts["path_template"] = route
         return facts
 
     def _record(self, record: Record) -> None:

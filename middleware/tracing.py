@@ -9,7 +9,6 @@ from typing import Any, Final
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import attach, detach
-from opentelemetry.context import get_current as _current_otel_context
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.propagate import extract
 from opentelemetry.trace import (
@@ -30,7 +29,7 @@ from ._access_log_fields import (
     exclusions,
     header_names,
 )
-from ._exchange import Exchange
+from ._exchange import Exchange, current_otel_context
 from ._tracing_attributes import (
     ACTIVE_REQUESTS,
     CANCELLED,
@@ -62,7 +61,7 @@ _Tokens = list[tuple[ContextVar[Any], Token[Any]]]
 
 def _parent_context() -> tuple[Any, SpanKind]:
     """The current context and INTERNAL when a valid span is current, else None and SERVER."""
-    current = _current_otel_context()
+    current = current_otel_context()
     if current and get_current_span(current).get_span_context().is_valid:
         return current, _INTERNAL
     return None, _SERVER

@@ -770,6 +770,25 @@ async def test_the_timeout_dict_is_handed_down_or_shared(lines: list[dict[str, A
     assert late["error.type"] == "timeout"
 
 
+async def test_an_inner_access_log_shares_the_outer_ones_chain_and_dict(
+    lines: list[dict[str, Any]],
+) -> None:
+    scopes: list[Scope] = []
+    chains: list[list[Scope]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scopes.append(scope)
+        chains.append(list(scope["asgikit.scope_chain"]))  # cleared once the request ends
+        await responding()(scope, receive, send)
+
+    await request(AccessLogMiddleware(AccessLogMiddleware(app)))
+    [scope] = scopes
+    # The outer one copied the scope once; the inner one passed that copy on as it was.
+    assert [item is scope for item in chains[0]] == [True]
+    assert isinstance(scope["asgikit.timeout"], dict)
+    assert len(access_lines(lines)) == 2
+
+
 # --------------------------------------------------------------------------------------
 # Redaction, capture, truncation
 
@@ -1115,6 +1134,18 @@ async def test_repeated_user_agent_and_referer_fields_log_the_first(
     line = the_line(lines)
     assert line["user_agent.original"] == "first/1"
     assert line["http.request.header.referer"] == "https://a.example/#token=[REDACTED]"
+
+
+def test_a_one_pair_query_is_redacted_alike_learnt_or_remembered() -> None:
+    redactor = QueryRedactor(DEFAULT_REDACTED_QUERY_PARAMS)
+    for _ in range(2):  # learnt, then from the name cache
+        assert redactor.redact("Access-Token=abc") == "Access-Token=[REDACTED]"
+        assert redactor.redact("access_token=") == "access_token="  # nothing to hide
+        plain = "utm_source=news"
+        assert redactor.redact(plain) is plain
+        url = "https://a.example/p?sig=x"
+        assert redactor.redact_url(url) == "https://a.example/p?sig=[REDACTED]"
+    assert redactor._names == {"Access-Token": True, "utm_source": False, "sig": True}
 
 
 def test_the_redactors_name_cache_is_bounded() -> None:

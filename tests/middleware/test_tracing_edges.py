@@ -182,3 +182,46 @@ def test_global_providers_set_after_construction_are_used() -> None:
     assert result.stdout.strip() == (
         "['GET'] ['http.server.active_requests', 'http.server.request.duration']"
     )
+
+
+def test_current_otel_context_reads_what_the_api_reads() -> None:
+    from opentelemetry import context as otel_context
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, set_span_in_context
+
+    from asgikit.middleware._exchange import current_otel_context, current_span_context
+
+    assert current_otel_context() is otel_context.get_current()
+    assert current_span_context() is None
+    span_context = SpanContext(int(TRACE_ID, 16), 0x00F067AA0BA902B7, is_remote=False)
+    token = otel_context.attach(set_span_in_context(NonRecordingSpan(span_context)))
+    try:
+        assert current_otel_context() is otel_context.get_current()
+        assert current_span_context() == span_context
+    finally:
+        otel_context.detach(token)
+    assert current_otel_context() is otel_context.get_current()
+
+
+def test_current_otel_context_falls_back_to_the_api_for_another_runtime_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import context as otel_context
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    from asgikit.middleware import _exchange
+
+    # The default runtime context: the ContextVar's own get, no Python calls between.
+    assert getattr(_exchange.current_otel_context, "__self__", None) is getattr(
+        otel_context._RUNTIME_CONTEXT, "_current_context", None
+    )
+
+    class OtherRuntimeContext:  # what OTEL_PYTHON_CONTEXT may select instead
+        pass
+
+    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", OtherRuntimeContext())
+    assert _exchange._context_getter() is otel_context.get_current
+    # A contextvars runtime that no longer keeps its variable where it did.
+    moved = ContextVarsRuntimeContext()
+    del moved._current_context
+    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", moved)
+    assert _exchange._context_getter() is otel_context.get_current
