@@ -245,6 +245,27 @@ class QueryRedactor:
         return url if redacted is rest else url[:cut] + redacted
 
 
+def _included_template(scope: Scope, route: object) -> str | None:
+    """The template of a route reached through FastAPI's ``include_router``, prefix and all.
+
+    FastAPI (from 0.165) includes routers lazily and leaves the router's own route under
+    ``route``, whose path lacks the prefixes it was included with. The template it
+    matched is on the route context it keeps beside it, in ``scope["fastapi"]``; read
+    only when that context belongs to this very route.
+    """
+    state = scope.get("fastapi")
+    if not isinstance(state, dict):
+        return None
+    context = state.get("effective_route_context")
+    if context is None or getattr(context, "original_route", None) is not route:
+        return None
+    for source in (getattr(context, "starlette_route", None), context):
+        template = getattr(source, "path_format", None)
+        if isinstance(template, str) and template:
+            return template
+    return None
+
+
 def route_template(scope: Scope) -> str | None:
     """The route template the framework matched, from what it left in the scope.
 
@@ -255,7 +276,9 @@ def route_template(scope: Scope) -> str | None:
     """
     route = scope.get("route")
     if route is not None:
-        template = getattr(route, "path_format", None)
+        template = _included_template(scope, route)
+        if template is None:
+            template = getattr(route, "path_format", None)
         if not isinstance(template, str):
             template = getattr(route, "path", None)
         if isinstance(template, str):

@@ -1215,6 +1215,23 @@ def test_route_templates_from_odd_scopes() -> None:
     assert route_template(route_scope(Path(), app_root_path="/app", root_path="/x")) == "/p/{id}"
     assert route_template(route_scope(Path(), app_root_path=None)) == "/p/{id}"
     assert route_template(route_scope()) is None
+    # FastAPI's context for an included router's route: read only for that very route.
+    route = Path()
+
+    class Context:
+        original_route = route
+        starlette_route = None
+        path_format = "/prefix/p/{id}"
+
+    assert route_template(route_scope(route, fastapi={"effective_route_context": Context()})) == (
+        "/prefix/p/{id}"
+    )
+    for state in ({"effective_route_context": Context()}, {}, "not a dict"):
+        assert route_template(route_scope(Path(), fastapi=state)) == "/p/{id}"
+    Context.path_format = ""  # nothing usable: the route's own
+    assert route_template(route_scope(route, fastapi={"effective_route_context": Context()})) == (
+        "/p/{id}"
+    )
 
 
 async def test_a_websocket_route_template_and_a_cancelled_handshake(

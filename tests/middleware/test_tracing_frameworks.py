@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from litestar import Litestar, get
 from litestar.params import FromPath
 from opentelemetry.trace import StatusCode
@@ -109,6 +109,31 @@ async def test_fastapi_route(telemetry: Telemetry) -> None:
     assert response.json() == {"item_id": 5}
     assert names_and_routes(telemetry) == [("GET /items/{item_id}", "/items/{item_id}")]
     assert metric_routes(telemetry) == {"/items/{item_id}"}
+
+
+async def test_fastapi_routes_of_included_routers_keep_their_prefixes(
+    telemetry: Telemetry,
+) -> None:
+    api, router, inner = FastAPI(), APIRouter(), APIRouter()
+
+    @router.get("/items/{item_id}")
+    async def read_item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    @inner.get("/deep/{x}")
+    async def deep(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    router.include_router(inner, prefix="/in")
+    api.include_router(router, prefix="/r")
+    site = Starlette(routes=[Mount("/sub", app=api)])
+    for app, path in ((api, "/r/items/5"), (api, "/r/in/deep/6"), (site, "/sub/r/items/7")):
+        assert (await request(telemetry.wrap(app), "GET", path)).status == 200
+    assert [route for _, route in names_and_routes(telemetry)] == [
+        "/r/items/{item_id}",
+        "/r/in/deep/{x}",
+        "/sub/r/items/{item_id}",
+    ]
 
 
 async def test_litestar_route(telemetry: Telemetry) -> None:
