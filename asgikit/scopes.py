@@ -16,14 +16,46 @@ below itself: what is inside it goes unseen, nothing else changes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from asgikit.types import Scope
 
-__all__ = ["CHAIN_KEY", "derive_scope", "innermost_with", "start_chain"]
+__all__ = [
+    "CHAIN_KEY",
+    "DEADLINE_KEY",
+    "PEER_KEY",
+    "REQUEST_ID_KEY",
+    "REQUEST_ID_REJECTED_KEY",
+    "TIMEOUT_KEY",
+    "derive_scope",
+    "innermost_with",
+    "start_chain",
+]
 
-CHAIN_KEY = "asgikit.scope_chain"
-"""The scope key holding the list of this request's scope copies, outermost first."""
+# Every scope key asgikit reads or writes, defined here once. Middleware compose through
+# these keys, never by importing each other (docs/architecture.md lists who writes what).
+
+CHAIN_KEY: Final = "asgikit.scope_chain"
+"""The list of this request's scope copies, outermost first (see the module docstring).
+Started by the outermost observing middleware (access log, tracing, inspector)."""
+
+PEER_KEY: Final = "asgikit.peer"
+"""The socket peer ``(host, port)`` before ProxyHeadersMiddleware rewrote ``client``;
+present only when it did."""
+
+REQUEST_ID_KEY: Final = "asgikit.request_id"
+"""The request id (a str), set by RequestIDMiddleware."""
+
+REQUEST_ID_REJECTED_KEY: Final = "asgikit.request_id.rejected"
+"""An incoming request id that failed validation, truncated and escaped, for logging."""
+
+DEADLINE_KEY: Final = "asgikit.deadline"
+"""The absolute deadline of the response start on ``anyio.current_time()``'s clock (a
+float), set by TimeoutMiddleware for the app to hand on to its own clients."""
+
+TIMEOUT_KEY: Final = "asgikit.timeout"
+"""A dict TimeoutMiddleware fills in when a limit fires (``{"error.type": "timeout",
+...}``); an outer middleware puts its own empty dict there to read the outcome."""
 
 
 def derive_scope(scope: Scope, changes: Mapping[str, Any]) -> Scope:

@@ -48,8 +48,8 @@ from asgi_logger.middleware import AccessLoggerMiddleware
 
 import asgikit.logging
 from asgikit.headers import get_header
-from asgikit.middleware._access_log_fields import route_of
-from asgikit.middleware._exchange import Exchange
+from asgikit.observe import route_of
+from asgikit.observe import Exchange
 from asgikit.middleware.access_log import AccessLogMiddleware
 from asgikit.scopes import CHAIN_KEY
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send

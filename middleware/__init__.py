@@ -1,13 +1,25 @@
-"""The asgikit middleware, each a pure ASGI callable class."""
+"""The asgikit middleware, each a pure ASGI callable class.
 
-from asgikit.middleware.access_log import AccessLogMiddleware
-from asgikit.middleware.compression import CompressionMiddleware
-from asgikit.middleware.cors import CORSMiddleware
-from asgikit.middleware.proxy_headers import ProxyHeadersMiddleware
-from asgikit.middleware.rate_limit import RateLimitMiddleware
-from asgikit.middleware.request_id import RequestIDMiddleware
-from asgikit.middleware.timeout import ResponseTimeout, TimeoutMiddleware
-from asgikit.middleware.tracing import TracingMiddleware
+Each middleware loads on first use (``from asgikit.middleware import CORSMiddleware``
+imports the CORS package and what it needs, nothing else): importing CORS does not load
+OpenTelemetry, importing the access log does not load brotli.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from asgikit.middleware.access_log import AccessLogMiddleware
+    from asgikit.middleware.compression import CompressionMiddleware
+    from asgikit.middleware.cors import CORSMiddleware
+    from asgikit.middleware.inspector import DevInspectorMiddleware
+    from asgikit.middleware.proxy_headers import ProxyHeadersMiddleware
+    from asgikit.middleware.rate_limit import RateLimitMiddleware
+    from asgikit.middleware.request_id import RequestIDMiddleware
+    from asgikit.middleware.timeout import ResponseTimeout, TimeoutMiddleware
+    from asgikit.middleware.tracing import TracingMiddleware
 
 __all__ = [
     "AccessLogMiddleware",
@@ -22,12 +34,28 @@ __all__ = [
     "TracingMiddleware",
 ]
 
+_MODULES = {
+    "AccessLogMiddleware": "access_log",
+    "CORSMiddleware": "cors",
+    "CompressionMiddleware": "compression",
+    "DevInspectorMiddleware": "inspector",
+    "ProxyHeadersMiddleware": "proxy_headers",
+    "RateLimitMiddleware": "rate_limit",
+    "RequestIDMiddleware": "request_id",
+    "ResponseTimeout": "timeout",
+    "TimeoutMiddleware": "timeout",
+    "TracingMiddleware": "tracing",
+}
 
-def __getattr__(name: str) -> object:
-    # The development inspector loads only when it is asked for: it costs nothing (not
-    # even an import) in an app that does not use it.
-    if name == "DevInspectorMiddleware":
-        from asgikit.middleware.inspector import DevInspectorMiddleware
 
-        return DevInspectorMiddleware
-    raise AttributeError(f"module 'asgikit.middleware' has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asgikit.middleware' has no attribute {name!r}")
+    value = getattr(import_module(f"asgikit.middleware.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

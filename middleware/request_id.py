@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from asgikit.logging import structlog_contextvar
-from asgikit.scopes import CHAIN_KEY
+from asgikit.scopes import CHAIN_KEY, REQUEST_ID_KEY, REQUEST_ID_REJECTED_KEY
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -19,11 +19,11 @@ __all__ = [
     "uuid7_hex",
 ]
 
-SCOPE_KEY = "asgikit.request_id"
-"""The scope key holding the request id (a str)."""
+SCOPE_KEY = REQUEST_ID_KEY
+"""The scope key holding the request id (``asgikit.scopes.REQUEST_ID_KEY``)."""
 
-REJECTED_SCOPE_KEY = "asgikit.request_id.rejected"
-"""The scope key holding an incoming id that failed validation, truncated and escaped."""
+REJECTED_SCOPE_KEY = REQUEST_ID_REJECTED_KEY
+"""The scope key holding a rejected incoming id (``asgikit.scopes.REQUEST_ID_REJECTED_KEY``)."""
 
 _CLEAR_VERSION_VARIANT = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
 _SET_VERSION_7_VARIANT = (0x7 << 76) | (0x2 << 62)

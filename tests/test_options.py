@@ -2,7 +2,7 @@
 
 import pytest
 
-from asgikit._options import string_list
+from asgikit.options import string_list
 
 
 def test_a_comma_separated_str_drops_empty_entries() -> None:

@@ -26,12 +26,8 @@ import asgikit.logging
 from asgikit.contract import enforce
 from asgikit.middleware import ProxyHeadersMiddleware, RequestIDMiddleware
 from asgikit.middleware import access_log as access_log_module
-from asgikit.middleware._access_log_fields import (
-    DEFAULT_REDACTED_QUERY_PARAMS,
-    QueryRedactor,
-    route_template,
-    truncate,
-)
+from asgikit.observe import route_template
+from asgikit.redact import DEFAULT_REDACTED_QUERY_PARAMS, QueryRedactor, truncate
 from asgikit.middleware.access_log import AccessLogMiddleware
 from asgikit.middleware.timeout import TimeoutMiddleware
 from asgikit.testing import (

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asgikit.contract import enforce
-from asgikit.middleware import _compression_codecs
+from asgikit.middleware.compression import codecs as _compression_codecs
 from asgikit.middleware.compression import CompressionMiddleware
 from asgikit.testing import (
     ALL_HTTP_EXTENSIONS,

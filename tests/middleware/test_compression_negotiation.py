@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asgikit.headers import parse_qlist
-from asgikit.middleware import _compression_codecs as codecs
-from asgikit.middleware._compression_codecs import (
+from asgikit.middleware.compression import codecs
+from asgikit.middleware.compression.codecs import (
     BrotliCodec,
     Codec,
     GzipCodec,
@@ -29,13 +29,12 @@ from asgikit.middleware._compression_codecs import (
     make_codec,
     resolve_encodings,
 )
-from asgikit.middleware._compression_negotiation import (
+from asgikit.middleware.compression.negotiation import (
     COMPRESS,
     DEFAULT_COMPRESSIBLE_TYPES,
     SKIP,
     STREAM_AT_ONCE,
     ContentTypes,
-    PathPrefixes,
     encoded_fields,
     negotiate_encoding,
     vetoed,
@@ -266,17 +265,6 @@ def test_encoded_fields_vary_and_etag(
     fields = encoded_fields(headers, True, CODING)
     assert [value for name, value in fields if name == b"vary"] == vary
     assert [value for name, value in fields if name == b"etag"] in ([], [b'W/"weak"'])
-
-
-def test_path_prefixes() -> None:
-    prefixes = PathPrefixes(["/metrics", "/static/"])
-    assert prefixes.match("/metrics") and prefixes.match("/metrics/a")
-    assert not prefixes.match("/metricsx") and not prefixes.match("/metric")
-    assert prefixes.match("/static/app.js") and not prefixes.match("/static")
-    assert not PathPrefixes([]).match("/")
-    assert PathPrefixes(["/"]).match("/anything")
-    with pytest.raises(ValueError, match="must start with '/'"):
-        PathPrefixes(["metrics"])
 
 
 # --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from asgikit.middleware._cors_policy import (
+from asgikit.middleware.cors.policy import (
     MAX_ORIGIN_BYTES,
     Origin,
     Policy,

@@ -8,15 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asgikit.middleware._forwarded import (
+from asgikit.hosts import parse_host, parse_port
+from asgikit.middleware.proxy_headers.forwarded import (
     MAX_BYTES,
     MAX_HOPS,
     ForwardedElement,
     TrustedProxies,
     parse_forwarded_element,
-    parse_host,
     parse_node,
-    parse_port,
     parse_proto,
     tail_elements,
 )

@@ -417,7 +417,7 @@ async def test_odd_messages_routes_and_chains_are_taken_in_stride() -> None:
 
 
 def test_attribute_values_become_json() -> None:
-    from asgikit.middleware._inspector_json import _value
+    from asgikit.middleware.inspector.records import _value
 
     assert _value(b"bytes\xff", 100) == "bytes\ufffd"
     assert _value((1, 2.5, True, "x" * 20), 16) == [1, 2.5, True, "x" * 16 + "...[+4 chars]"]

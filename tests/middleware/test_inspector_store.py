@@ -8,7 +8,7 @@ import tracemalloc
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from asgikit.middleware._inspector_store import (
+from asgikit.middleware.inspector.store import (
     REQUEST_SPAN,
     InspectorSpanProcessor,
     RingBuffer,

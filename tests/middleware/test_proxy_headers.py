@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asgikit.contract import enforce
-from asgikit.middleware._forwarded import MAX_BYTES, MAX_HOPS, parse_host
+from asgikit.hosts import parse_host
+from asgikit.middleware.proxy_headers.forwarded import MAX_BYTES, MAX_HOPS
 from asgikit.middleware.proxy_headers import PEER_SCOPE_KEY, ProxyHeadersMiddleware
 from asgikit.testing import (
     ClientDisconnected,

@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from asgikit.contract import enforce
-from asgikit.middleware._rate_limit_store import Decision, MemoryStore, Quota
+from asgikit.middleware.rate_limit.store import Decision, MemoryStore, Quota
 from asgikit.middleware.proxy_headers import ProxyHeadersMiddleware
 from asgikit.middleware.rate_limit import RateLimitMiddleware
 from asgikit.testing import (
@@ -301,10 +301,10 @@ async def test_rejected_with_several_denials_retries_after_the_longest(
 # ---- matching and exemptions ------------------------------------------------------------
 
 
-async def test_exempt_paths_and_unmatched_paths_pass_untouched() -> None:
+async def test_excluded_paths_and_unmatched_paths_pass_untouched() -> None:
     app = App()
     rules = [{"name": "api", "path": "/api", "rate": "1/minute"}]
-    asgi, middleware = limited(app, rules=rules, exempt=["/api/health"])
+    asgi, middleware = limited(app, rules=rules, exclude_paths=["/api/health"])
     store = recording(middleware)
     for path in ("/api/health", "/api/health", "/other", "/other"):
         response = await request(asgi, "GET", path)
@@ -313,6 +313,22 @@ async def test_exempt_paths_and_unmatched_paths_pass_untouched() -> None:
     assert store.keys == []
     assert (await request(asgi, "GET", "/api/x")).status == 200
     assert (await request(asgi, "GET", "/api/y")).status == 429
+
+
+async def test_the_old_names_exempt_and_shadow_still_work_and_warn() -> None:
+    app = App()
+    with pytest.warns(DeprecationWarning, match="exempt is deprecated, use exclude_paths"):
+        asgi, _ = limited(app, rate="1/minute", exempt=["/health"])
+    assert [(await request(asgi, "GET", "/health/live")).status for _ in range(3)] == [200] * 3
+    with pytest.warns(DeprecationWarning, match="shadow is deprecated, use report_only"):
+        asgi, middleware = limited(app, rate="1/minute", shadow=True)
+    assert [(await request(asgi, "GET", "/x")).status for _ in range(2)] == [200, 200]
+    assert middleware.shadow_rejections == middleware.report_only_rejections == 1
+
+
+def test_an_old_name_beside_its_new_one_is_refused() -> None:
+    with pytest.raises(TypeError, match="shadow is the deprecated name of report_only"):
+        RateLimitMiddleware(App(), rate="1/s", shadow=True, report_only=True)
 
 
 async def test_route_template_rule_with_route_key_shares_one_bucket() -> None:
@@ -385,17 +401,17 @@ async def test_memory_stays_bounded_with_many_random_keys() -> None:
     assert store.evictions >= 450
 
 
-# ---- shadow mode ------------------------------------------------------------------------
+# ---- report-only mode -------------------------------------------------------------------
 
 
-async def test_shadow_mode_counts_and_logs_but_never_rejects() -> None:
+async def test_report_only_mode_counts_and_logs_but_never_rejects() -> None:
     app = App()
-    asgi, middleware = limited(app, rate="1/minute", shadow=True)
+    asgi, middleware = limited(app, rate="1/minute", report_only=True)
     with structlog.testing.capture_logs() as logs:
         statuses = [(await request(asgi, "GET", "/x")).status for _ in range(3)]
     assert statuses == [200, 200, 200]
     assert app.calls == 3
-    assert middleware.shadow_rejections == 2 and middleware.rejections == 0
+    assert middleware.report_only_rejections == 2 and middleware.rejections == 0
     # The limits are not enforced, so they are not advertised either.
     assert (await request(asgi)).headers == [(b"content-type", b"text/plain")]
     would = [entry for entry in logs if entry["event"] == "rate_limit.would_reject"]
@@ -553,7 +569,7 @@ async def test_app_exceptions_propagate() -> None:
     [
         ({}, ValueError, "rules: give at least one rule"),
         ({"rate": "1/s", "headers": "yes"}, TypeError, "headers:"),
-        ({"rate": "1/s", "shadow": 1}, TypeError, "shadow:"),
+        ({"rate": "1/s", "report_only": 1}, TypeError, "report_only:"),
         ({"rate": "1/s", "on_backend_error": "ignore"}, ValueError, "on_backend_error:"),
         ({"rate": "1/s", "timeout": 0}, ValueError, "timeout:"),
         ({"rate": "1/s", "timeout": "1"}, TypeError, "timeout:"),
@@ -562,7 +578,7 @@ async def test_app_exceptions_propagate() -> None:
         ({"rate": "1/s", "max_keys": 0}, ValueError, "max_keys:"),
         ({"rate": "1/s", "storage": "memcached://x"}, ValueError, "storage:"),
         ({"rate": "1/s", "storage": None}, TypeError, "storage:"),
-        ({"rate": "1/s", "exempt": "/health"}, TypeError, "exempt:"),
+        ({"rate": "1/s", "exclude_paths": ["health"]}, ValueError, "exclude_paths:"),
         ({"rate": "1/s", "key": "ip"}, ValueError, "key:"),
         ({"rules": [{"rate": "1/x"}]}, ValueError, "rules[0].rate:"),
     ],

@@ -18,8 +18,8 @@ from tests._redis import RedisServer, needs_redis, redis_server_fixture  # noqa:
 WORKER = """
 import asyncio, json, sys, time
 
-from asgikit.middleware._rate_limit_redis import RedisStore
-from asgikit.middleware._rate_limit_store import Quota
+from asgikit.middleware.rate_limit.redis_store import RedisStore
+from asgikit.middleware.rate_limit.store import Quota
 
 
 async def main(url: str, start_at: float, calls: int) -> None:

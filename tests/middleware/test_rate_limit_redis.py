@@ -206,8 +206,12 @@ async def test_backend_down_with_deny_answers_503_to_http_and_websocket(
     assert middleware.backend_errors == 3
 
 
-async def test_shadow_mode_never_denies_even_when_the_backend_fails(limited: Limited) -> None:
-    asgi, middleware = limited(dead_url(), rate="1/minute", shadow=True, on_backend_error="deny")
+async def test_report_only_mode_never_denies_even_when_the_backend_fails(
+    limited: Limited,
+) -> None:
+    asgi, middleware = limited(
+        dead_url(), rate="1/minute", report_only=True, on_backend_error="deny"
+    )
     assert [(await request(asgi)).status for _ in range(2)] == [200, 200]
     assert middleware.backend_errors == 2
 

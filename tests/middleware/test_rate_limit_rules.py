@@ -10,17 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asgikit.middleware._rate_limit_rules import (
+from asgikit.middleware.rate_limit.rules import (
     ANONYMOUS,
     RuleSet,
     build_rules,
     client_digest,
     compile_route,
-    exempt_matcher,
     rate_limit_value,
     reset_seconds,
 )
-from asgikit.middleware._rate_limit_store import Decision, MemoryStore, Quota
+from asgikit.middleware.rate_limit.store import Decision, MemoryStore, Quota
 from asgikit.testing import http_scope
 from asgikit.types import Scope
 
@@ -105,16 +104,6 @@ def test_a_get_rule_also_limits_head() -> None:
     ruleset = rules([{"name": "reads", "methods": ["GET"], "rate": "5/s"}])
     assert names(ruleset, "/x", "HEAD") == ["reads"]
     assert names(ruleset, "/x", "OPTIONS") == []
-
-
-def test_exempt_prefixes() -> None:
-    assert exempt_matcher([]) is None
-    matcher = exempt_matcher(["/health", "/static/"])
-    assert matcher is not None
-    assert matcher("/health") and matcher("/static/app.js") and matcher("/health/live")
-    assert not matcher("/healthz") and not matcher("/api")
-    everything = exempt_matcher(["/"])
-    assert everything is not None and everything("/any")
 
 
 # ---- keys -------------------------------------------------------------------------------
@@ -276,14 +265,6 @@ def test_bad_options_name_the_option(
     with pytest.raises(error) as raised:
         rules(specs, **options)
     assert str(raised.value).startswith(starts), str(raised.value)
-
-
-@pytest.mark.parametrize(
-    ("exempt", "error"), [("/health", TypeError), (["health"], ValueError), ([3], ValueError)]
-)
-def test_bad_exempt(exempt: Any, error: type[Exception]) -> None:
-    with pytest.raises(error, match=r"^exempt"):
-        exempt_matcher(exempt)
 
 
 # ---- header values ----------------------------------------------------------------------

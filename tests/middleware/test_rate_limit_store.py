@@ -22,8 +22,8 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asgikit.middleware._rate_limit_redis import RedisStore
-from asgikit.middleware._rate_limit_store import (
+from asgikit.middleware.rate_limit.redis_store import RedisStore
+from asgikit.middleware.rate_limit.store import (
     Decision,
     MemoryStore,
     Quota,
@@ -374,7 +374,7 @@ def test_open_store_redis_without_redis_py_says_how_to_install(
 ) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)
     monkeypatch.delitem(sys.modules, "redis.asyncio", raising=False)
-    monkeypatch.delitem(sys.modules, "asgikit.middleware._rate_limit_redis", raising=False)
+    monkeypatch.delitem(sys.modules, "asgikit.middleware.rate_limit.redis_store", raising=False)
     with pytest.raises(ImportError, match=r"pip install 'asgikit\[redis\]'"):
         open_store("redis://127.0.0.1:6379/0")
 

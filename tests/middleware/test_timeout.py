@@ -26,7 +26,8 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from asgikit.contract import ContractViolation, enforce
-from asgikit.middleware._timeout_routes import Policy, RouteTable, build_routes, make_policy
+from asgikit.middleware.timeout.routes import Policy, build_routes, make_policy
+from asgikit.paths import PathTable
 from asgikit.middleware.timeout import (
     DEADLINE_SCOPE_KEY,
     INFO_SCOPE_KEY,
@@ -847,7 +848,7 @@ def test_route_table_matches_whole_segments_longest_first() -> None:
     a, b, root = (Policy(float(n), None, None, 504) for n in (1, 2, 3))
     defaults = {"total": 9, "first_byte": None, "request_body_idle": None, "status_code": 504}
     entries = build_routes(defaults, {"/api/": {"total": 1}, "/api/v2": {"total": 2}}, ["/x"])
-    table = RouteTable(None, entries)
+    table = PathTable(entries, None)
     assert table.match("/api") == a
     assert table.match("/api/v1/users") == a
     assert table.match("/api/v2") == b
@@ -855,27 +856,6 @@ def test_route_table_matches_whole_segments_longest_first() -> None:
     assert table.match("/api/v20") == a
     assert table.match("/apis") is None
     assert table.match("/x/y") is None
-    assert RouteTable(None, [("/", root)]).match("/anything") == root
+    assert PathTable([("/", root)], None).match("/anything") == root
 
 
-_SEGMENT = st.sampled_from(["a", "b", "ab", ""])
-
-
-@given(
-    st.lists(st.lists(_SEGMENT, min_size=1, max_size=3), max_size=5),
-    st.lists(_SEGMENT, min_size=1, max_size=4),
-)
-def test_route_table_is_brute_force_longest_segment_prefix(
-    prefixes: list[list[str]], path_segments: list[str]
-) -> None:
-    unique = {"/" + "/".join(p).strip("/") for p in prefixes}
-    routes = {prefix: Policy(float(len(prefix)), None, None, 504) for prefix in unique}
-    table = RouteTable(None, routes.items())
-    path = "/" + "/".join(path_segments)
-
-    def covers(prefix: str) -> bool:
-        return prefix == "/" or path == prefix or path.startswith(prefix + "/")
-
-    matching = [prefix for prefix in unique if covers(prefix)]
-    expected = routes[max(matching, key=len)] if matching else None
-    assert table.match(path) == expected

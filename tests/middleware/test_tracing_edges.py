@@ -11,7 +11,7 @@ import structlog
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 
-from asgikit.middleware._tracing_attributes import HeaderGetter
+from asgikit.middleware.tracing.attributes import HeaderGetter
 from asgikit.scopes import CHAIN_KEY
 from asgikit.testing import ALL_HTTP_EXTENSIONS, http_scope, request, websocket
 from asgikit.types import Receive, Scope, Send
@@ -188,7 +188,7 @@ def test_current_otel_context_reads_what_the_api_reads() -> None:
     from opentelemetry import context as otel_context
     from opentelemetry.trace import NonRecordingSpan, SpanContext, set_span_in_context
 
-    from asgikit.middleware._exchange import current_otel_context, current_span_context
+    from asgikit.observe import current_otel_context, current_span_context
 
     assert current_otel_context() is otel_context.get_current()
     assert current_span_context() is None
@@ -208,7 +208,7 @@ def test_current_otel_context_falls_back_to_the_api_for_another_runtime_context(
     from opentelemetry import context as otel_context
     from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
-    from asgikit.middleware import _exchange
+    from asgikit import observe as _exchange
 
     # The default runtime context: the ContextVar's own get, no Python calls between.
     assert getattr(_exchange.current_otel_context, "__self__", None) is getattr(

@@ -41,9 +41,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 
-from asgikit._options import mask_passwords
+from asgikit.options import mask_passwords
 
-from ._rate_limit_store import MICROSECONDS, Decision, Quota, StoreError
+from .store import MICROSECONDS, Decision, Quota, StoreError
 
 __all__ = ["SCRIPT", "RedisStore"]
 

@@ -10,15 +10,15 @@ from typing import Final
 
 import anyio
 
+from asgikit.scopes import PEER_KEY
 from asgikit.types import Message, Receive, Scope, Send
 
-from ._inspector_json import Record, Renderer, encode
-from ._inspector_page import CONTENT_SECURITY_POLICY, page
-from ._inspector_store import RingBuffer, SpanStore
+from .page import CONTENT_SECURITY_POLICY, page
+from .records import Record, Renderer, encode
+from .store import RingBuffer, SpanStore
 
 __all__ = ["Endpoints", "is_loopback", "local_client", "local_server"]
 
-_PEER_KEY: Final = "asgikit.peer"
 # Headers a proxy adds: the request came through one, so its real client may be anyone.
 _FORWARDING: Final = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
 _COMMON: Final = (
@@ -73,7 +73,7 @@ def local_client(scope: Scope) -> bool:
     the ``Host`` names this machine: a page on another site that rebinds its own name to
     127.0.0.1 (DNS rebinding) sends its own name, and is refused.
     """
-    for address in (scope.get("client"), scope.get(_PEER_KEY)):
+    for address in (scope.get("client"), scope.get(PEER_KEY)):
         if address is not None and not is_loopback(address[0]):
             return False
     for name, value in scope.get("headers", ()):

@@ -28,17 +28,18 @@ from typing import Final, Literal
 import structlog
 
 from asgikit.headers import get_header, parse_qlist
+from asgikit.options import flag, renamed
+from asgikit.paths import PathMatcher
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._rate_limit_rules import (
+from .rules import (
     Rule,
     RuleSpec,
     build_rules,
-    exempt_matcher,
     rate_limit_value,
     retry_seconds,
 )
-from ._rate_limit_store import Decision, Store, StoreError, open_store
+from .store import Decision, Store, StoreError, open_store
 
 __all__ = ["RateLimitMiddleware", "RuleSpec"]
 
@@ -124,11 +125,14 @@ class RateLimitMiddleware:
             (one bucket per rule) or ``module:function`` (``function(scope) -> str |
             None``).
         on_backend_error: When the store fails: ``allow`` the request, or ``deny``
-            it with 503 (never in shadow mode).
+            it with 503 (never in report-only mode).
         headers: Add ``RateLimit-Policy`` and ``RateLimit`` to responses (not in
-            shadow mode).
-        shadow: Decide and count, log would-be rejections, never reject.
-        exempt: Paths never limited (prefixes, on whole segments).
+            report-only mode).
+        report_only: Decide and count, log would-be rejections, never reject.
+        exclude_paths: Path patterns never limited (``asgikit.paths``: ``/health``
+            covers ``/health/live``; ``/static*`` a text prefix).
+        shadow: Deprecated name of ``report_only``.
+        exempt: Deprecated name of ``exclude_paths``.
         timeout: The store's time budget per call, in seconds (Redis).
         max_keys: The memory store's bound; the least recently used key goes first.
         ipv6_prefix: IPv6 clients share a bucket per network of this prefix length.
@@ -137,7 +141,8 @@ class RateLimitMiddleware:
     Attributes:
         store: The ``Store`` (its ``round_trips`` counts backend calls).
         rejections: Requests answered 429.
-        shadow_rejections: Requests that would have been rejected in shadow mode.
+        report_only_rejections: Requests that would have been rejected in report-only
+            mode (``shadow_rejections``, its old name, reads the same).
         backend_errors: Store failures.
 
     Raises:
@@ -147,19 +152,19 @@ class RateLimitMiddleware:
 
     __slots__ = (
         "_deny_on_error",
-        "_exempt",
+        "_excluded",
         "_headers",
         "_last_logged",
         "_log_interval",
         "_logger",
         "_opened",
+        "_report_only",
         "_rules",
-        "_shadow",
         "_suppressed",
         "app",
         "backend_errors",
         "rejections",
-        "shadow_rejections",
+        "report_only_rejections",
         "store",
     )
 
@@ -174,17 +179,20 @@ class RateLimitMiddleware:
         key: str = "client",
         on_backend_error: Literal["allow", "deny"] = "allow",
         headers: bool = True,
-        shadow: bool = False,
-        exempt: Sequence[str] = (),
+        report_only: bool = False,
+        exclude_paths: str | Sequence[str] = (),
         timeout: float = 0.1,
         max_keys: int = 100_000,
         ipv6_prefix: int = 64,
         log_interval: float = 60.0,
+        shadow: bool | None = None,
+        exempt: Sequence[str] | None = None,
     ) -> None:
         self.app = app
-        for name, flag in (("headers", headers), ("shadow", shadow)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name}: expected true or false, got {flag!r}")
+        report_only = renamed("shadow", shadow, "report_only", report_only, False)
+        exclude_paths = renamed("exempt", exempt, "exclude_paths", exclude_paths, ())
+        flag(headers, "headers")
+        flag(report_only, "shadow" if shadow is not None else "report_only")
         if on_backend_error not in ("allow", "deny"):
             raise ValueError(
                 f"on_backend_error: expected 'allow' or 'deny', got {on_backend_error!r}"
@@ -197,25 +205,31 @@ class RateLimitMiddleware:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
             raise ValueError(f"max_keys: expected an integer of at least 1, got {max_keys!r}")
         self._rules = build_rules(rules, rate=rate, burst=burst, key=key, ipv6_prefix=ipv6_prefix)
-        self._exempt = exempt_matcher(exempt)
+        excluded = PathMatcher(exclude_paths, "exempt" if exempt is not None else "exclude_paths")
+        self._excluded = excluded if excluded else None
         if not isinstance(storage, str):
             raise TypeError(f"storage: expected a URL such as 'memory://', got {storage!r}")
         try:
             self.store: Store = open_store(storage, max_keys=max_keys, timeout=float(timeout))
         except ValueError as exc:
             raise ValueError(f"storage: {exc}") from exc
-        # Shadow mode enforces nothing, so it neither denies nor advertises limits.
-        self._deny_on_error = on_backend_error == "deny" and not shadow
-        self._headers = headers and not shadow
-        self._shadow = shadow
+        # Report-only mode enforces nothing, so it neither denies nor advertises limits.
+        self._deny_on_error = on_backend_error == "deny" and not report_only
+        self._headers = headers and not report_only
+        self._report_only = report_only
         self._log_interval = float(log_interval)
         self._logger = structlog.get_logger("asgikit.rate_limit")
         self._opened = False
         self._last_logged = -math.inf
         self._suppressed = 0
         self.rejections = 0
-        self.shadow_rejections = 0
+        self.report_only_rejections = 0
         self.backend_errors = 0
+
+    @property
+    def shadow_rejections(self) -> int:
+        """Deprecated name of ``report_only_rejections``."""
+        return self.report_only_rejections
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -228,8 +242,8 @@ class RateLimitMiddleware:
         else:
             return await self.app(scope, receive, send)
         path = scope["path"]
-        exempt = self._exempt
-        if exempt is not None and exempt(path):
+        excluded = self._excluded
+        if excluded is not None and excluded(path):
             return await self.app(scope, receive, send)
         rules = self._rules.match(path, method)
         if not rules:
@@ -251,7 +265,7 @@ class RateLimitMiddleware:
             return await self.app(scope, receive, send)
         for decision in decisions:
             if not decision.allowed:
-                if self._shadow:
+                if self._report_only:
                     self._would_reject(scope, rules, decisions)
                     return await self.app(scope, receive, send)
                 self.rejections += 1
@@ -364,7 +378,7 @@ class RateLimitMiddleware:
     def _would_reject(
         self, scope: Scope, rules: Sequence[Rule], decisions: Sequence[Decision]
     ) -> None:
-        self.shadow_rejections += 1
+        self.report_only_rejections += 1
         self._logger.warning(
             "rate_limit.would_reject",
             rules=[rule.name for rule, d in zip(rules, decisions, strict=True) if not d.allowed],

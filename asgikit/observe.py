@@ -11,6 +11,7 @@ keeps the error in ``gone`` so the caller can tell it from the app's own.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Final
@@ -20,11 +21,18 @@ from opentelemetry.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import SpanContext, get_current_span
 
-from asgikit.types import Message, Receive, Send
+from asgikit.scopes import CHAIN_KEY
+from asgikit.types import Message, Receive, Scope, Send
 
-from ._access_log_fields import file_bytes
-
-__all__ = ["Exchange", "WebSocketExchange", "current_otel_context", "current_span_context"]
+__all__ = [
+    "Exchange",
+    "WebSocketExchange",
+    "current_otel_context",
+    "current_span_context",
+    "file_bytes",
+    "route_of",
+    "route_template",
+]
 
 
 def _context_getter() -> Callable[[], Context]:
@@ -265,3 +273,84 @@ class WebSocketExchange:
         if self._on_message is not None:
             self._on_message(kind, 0)
         return message
+
+
+def _included_template(scope: Scope, route: object) -> str | None:
+    """The template of a route reached through FastAPI's ``include_router``, prefix and all.
+
+    FastAPI (from 0.165) includes routers lazily and leaves the router's own route under
+    ``route``, whose path lacks the prefixes it was included with. The template it
+    matched is on the route context it keeps beside it, in ``scope["fastapi"]``; read
+    only when that context belongs to this very route.
+    """
+    state = scope.get("fastapi")
+    if not isinstance(state, dict):
+        return None
+    context = state.get("effective_route_context")
+    if context is None or getattr(context, "original_route", None) is not route:
+        return None
+    for source in (getattr(context, "starlette_route", None), context):
+        template = getattr(source, "path_format", None)
+        if isinstance(template, str) and template:
+            return template
+    return None
+
+
+def route_template(scope: Scope) -> str | None:
+    """The route template the framework matched, from what it left in the scope.
+
+    Starlette and FastAPI put the matched route object under ``route`` (its
+    ``path_format``, converters left out, or its ``path``); mounts add the path they
+    matched to ``root_path``, which is prefixed back. Litestar sets ``path_template``.
+    Django and plain apps leave nothing: None.
+    """
+    route = scope.get("route")
+    if route is not None:
+        template = _included_template(scope, route)
+        if template is None:
+            template = getattr(route, "path_format", None)
+        if not isinstance(template, str):
+            template = getattr(route, "path", None)
+        if isinstance(template, str):
+            app_root = scope.get("app_root_path")
+            root = scope.get("root_path", "")
+            if isinstance(app_root, str) and isinstance(root, str) and root.startswith(app_root):
+                mounted = root[len(app_root) :]
+                if mounted:
+                    if hasattr(route, "routes"):  # a mount: root_path already ends with it
+                        return mounted + "/{path}"
+                    return mounted + template
+            return template
+    template = scope.get("path_template")
+    return template if isinstance(template, str) else None
+
+
+def route_of(scope: Scope) -> str | None:
+    """The route template the framework left in this request's scope chain, if any.
+
+    ``asgikit.scopes.innermost_with(scope, ("route", "path_template"))`` and then
+    ``route_template``, in one pass: this runs once per logged request and span.
+    """
+    chain = scope.get(CHAIN_KEY)
+    if chain:
+        for candidate in reversed(chain):
+            if "route" in candidate or "path_template" in candidate:
+                return route_template(candidate)
+    if "route" in scope or "path_template" in scope:
+        return route_template(scope)
+    return None
+
+
+def file_bytes(message: Message) -> int:
+    """What a pathsend or zerocopysend message has the server send, from the file."""
+    try:
+        if message["type"] == "http.response.pathsend":
+            return os.stat(message["path"]).st_size
+        count = message.get("count")
+        if count is not None:
+            return int(count)
+        file = message["file"]  # a file object (or a bare descriptor)
+        size = os.fstat(file if isinstance(file, int) else file.fileno()).st_size
+        return max(size - int(message.get("offset", 0)), 0)
+    except (OSError, KeyError, TypeError, ValueError, AttributeError):
+        return 0

@@ -9,7 +9,7 @@ from opentelemetry.trace import Span
 
 from asgikit.types import Scope
 
-from ._tracing_attributes import (
+from .attributes import (
     DISCONNECTED,
     ERROR_TYPE,
     HTTP_ROUTE,
@@ -23,7 +23,7 @@ from ._tracing_attributes import (
 )
 
 if TYPE_CHECKING:
-    from .tracing import TracingMiddleware
+    from . import TracingMiddleware
 
 __all__ = ["finish_http"]
 

@@ -12,13 +12,14 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from asgikit._options import string_list
 from asgikit.headers import add_vary, lowercase_names
+from asgikit.options import string_list
+from asgikit.paths import PathMatcher
 from asgikit.scopes import derive_scope
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._compression_codecs import ENCODINGS, Codec, Stream, check_int, make_codec, resolve_encodings
-from ._compression_negotiation import (
+from .codecs import ENCODINGS, Codec, Stream, check_int, make_codec, resolve_encodings
+from .negotiation import (
     ADDED_VARY,
     CACHEABLE_VALUE_BYTES,
     COMPRESS,
@@ -29,7 +30,6 @@ from ._compression_negotiation import (
     UNTOUCHED_STATUSES,
     VARY_TOKEN,
     ContentTypes,
-    PathPrefixes,
     encoded_fields,
     negotiate_encoding,
     vetoed,
@@ -149,8 +149,8 @@ class CompressionMiddleware:
         if not types:
             raise ValueError("compressible_types is empty: nothing would ever be compressed")
         self._content_kind = functools.lru_cache(maxsize=256)(ContentTypes(types).kind)
-        excluded = PathPrefixes(string_list(exclude_paths, "exclude_paths"))
-        self._excluded = excluded.match if excluded.prefixes else None
+        excluded = PathMatcher(exclude_paths)
+        self._excluded = excluded if excluded else None
         if flush not in ("auto", "always"):
             raise ValueError(f"flush must be 'auto' or 'always', not {flush!r}")
         self.flush = flush

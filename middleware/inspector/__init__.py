@@ -12,23 +12,20 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.trace import ProxyTracerProvider
 
-from asgikit._options import string_list
-from asgikit.scopes import CHAIN_KEY
-from asgikit.types import ASGIApp, Receive, Scope, Send
-
-from ._access_log_fields import (
+from asgikit.observe import Exchange, current_span_context, route_of
+from asgikit.options import string_list
+from asgikit.redact import (
     ALWAYS_REDACTED_HEADERS,
     DEFAULT_REDACTED_QUERY_PARAMS,
-    PEER_SCOPE_KEY,
-    REQUEST_ID_SCOPE_KEY,
     header_names,
-    route_of,
     truncate,
 )
-from ._exchange import Exchange, current_span_context
-from ._inspector_json import MAX_TRACEBACK, Record, Renderer
-from ._inspector_serve import Endpoints, local_client, local_server
-from ._inspector_store import REQUEST_SPAN, InspectorSpanProcessor, RingBuffer, SpanStore
+from asgikit.scopes import CHAIN_KEY, PEER_KEY, REQUEST_ID_KEY
+from asgikit.types import ASGIApp, Receive, Scope, Send
+
+from .records import MAX_TRACEBACK, Record, Renderer
+from .serve import Endpoints, local_client, local_server
+from .store import REQUEST_SPAN, InspectorSpanProcessor, RingBuffer, SpanStore
 
 __all__ = ["DevInspectorMiddleware"]
 
@@ -283,8 +280,8 @@ class DevInspectorMiddleware:
             "scheme": scope.get("scheme", "http"),
             "client": scope.get("client"),
             "headers": scope.get("headers", ()),
-            REQUEST_ID_SCOPE_KEY: scope.get(REQUEST_ID_SCOPE_KEY),
-            PEER_SCOPE_KEY: scope.get(PEER_SCOPE_KEY),
+            REQUEST_ID_KEY: scope.get(REQUEST_ID_KEY),
+            PEER_KEY: scope.get(PEER_KEY),
         }
         route = route_of(scope)
         if route is not None:

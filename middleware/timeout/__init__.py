@@ -8,7 +8,7 @@ both ways and the ASGI call stays one task (contract rule E3). Something else ke
 deadline and acts on it, whatever the app is doing: an app stuck in a worker thread (a
 Starlette ``def`` endpoint) or one that swallows cancellation never gets back to its own
 task in time, so only another task can answer at the deadline. On asyncio that is the
-event loop's shared watch (``_timeout_watch``: one timer for every request, a task only
+event loop's shared watch (``watch``: one timer for every request, a task only
 when a deadline passes); on trio, a *watchdog* task beside the app in a task group.
 
 Every message the app sends goes through ``_Exchange.send``, which keeps the response
@@ -44,27 +44,26 @@ import anyio
 import anyio.lowlevel
 import structlog
 
-from asgikit.scopes import derive_scope
+from asgikit.paths import PathTable
+from asgikit.scopes import DEADLINE_KEY, TIMEOUT_KEY, derive_scope
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._timeout_routes import Policy, RouteTable, build_routes, make_policy
-from ._timeout_watch import Watches, later, spawn
+from .routes import Policy, build_routes, make_policy
+from .watch import Watches, later, spawn
 
 if TYPE_CHECKING:
     import asyncio
     from collections import OrderedDict
 
-    from ._timeout_watch import _Watch
+    from .watch import _Watch
 
 __all__ = ["DEADLINE_SCOPE_KEY", "INFO_SCOPE_KEY", "ResponseTimeout", "TimeoutMiddleware"]
 
-DEADLINE_SCOPE_KEY = "asgikit.deadline"
-"""Scope key: the absolute deadline of the response start, on ``anyio.current_time()``'s
-clock (a float), for the app to hand on to database and HTTP clients."""
+DEADLINE_SCOPE_KEY = DEADLINE_KEY
+"""Scope key of the response start's deadline (``asgikit.scopes.DEADLINE_KEY``)."""
 
-INFO_SCOPE_KEY = "asgikit.timeout"
-"""Scope key: a dict that says whether (and which) limit fired; an outer middleware may
-put its own empty dict there to read the outcome."""
+INFO_SCOPE_KEY = TIMEOUT_KEY
+"""Scope key of the dict saying which limit fired (``asgikit.scopes.TIMEOUT_KEY``)."""
 
 _log = structlog.get_logger("asgikit.timeout")
 
@@ -178,7 +177,7 @@ class _Exchange:
         # before the watchdog first runs costs no events and no extra trip round the loop.
         self.started: anyio.Event | None = None
         self.settled: anyio.Event | None = None
-        # On asyncio, the loop's watch (see _timeout_watch) instead of a watchdog task.
+        # On asyncio, the loop's watch (see watch.py) instead of a watchdog task.
         self.watching = False
         self.queue: OrderedDict[_Exchange, float] | None = None
         self.pending = ""  # the limit the watch waits for
@@ -327,7 +326,7 @@ class _Exchange:
         # or ABORTED: the idle limit acted first and cancelled this task.)
         return None
 
-    # ---- the asyncio watch (_timeout_watch): a loop callback, no await ----------------
+    # ---- the asyncio watch (watch.py): a loop callback, no await ----------------
 
     def watch(self, watch: _Watch, owner: TimeoutMiddleware) -> None:
         """Have the loop's watch act on the first deadline that applies."""
@@ -462,7 +461,7 @@ class TimeoutMiddleware:
         }
         self._default = make_policy(defaults)
         entries = build_routes(defaults, {} if routes is None else routes, exclude_paths)
-        self._routes = RouteTable(self._default, entries) if entries else None
+        self._routes = PathTable(entries, self._default) if entries else None
         if (
             isinstance(cancel_grace, bool)
             or not isinstance(cancel_grace, int | float)

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Final, TypedDict
 
 from asgikit.headers import get_header
+from asgikit.paths import PathMatcher, path_pattern
 from asgikit.types import Scope
 
-from ._rate_limit_store import Decision, Quota, parse_rate
+from .store import Decision, Quota, parse_rate
 
 __all__ = [
     "ANONYMOUS",
@@ -31,7 +32,6 @@ __all__ = [
     "build_rules",
     "client_digest",
     "compile_route",
-    "exempt_matcher",
     "rate_limit_value",
     "reset_seconds",
     "retry_seconds",
@@ -117,33 +117,6 @@ def compile_route(template: str, where: str = "route") -> re.Pattern[str]:
         raise ValueError(f"{where}: malformed placeholder in {template!r}")
     parts.append(re.escape(rest))
     return re.compile("".join(parts))
-
-
-def _prefix(value: object, where: str) -> str:
-    if not isinstance(value, str) or not value.startswith("/"):
-        raise ValueError(f"{where}: expected a path starting with '/', got {value!r}")
-    return value.rstrip("/") or "/"
-
-
-def _under(prefix: str) -> Callable[[str], bool]:
-    """Whole-segment prefix matching: ``/api`` matches ``/api`` and ``/api/x``, not
-    ``/apix`` (``/`` is handled by the caller: no test at all)."""
-    below = prefix + "/"
-    return lambda path: path == prefix or path.startswith(below)
-
-
-def exempt_matcher(exempt: Sequence[str]) -> Callable[[str], bool] | None:
-    """A test for exempt paths (prefixes on whole segments), or None when none are."""
-    if isinstance(exempt, str | bytes):
-        raise TypeError("exempt: expected a list of paths, not a single str")
-    prefixes = tuple(_prefix(p, f"exempt[{i}]") for i, p in enumerate(exempt))
-    if not prefixes:
-        return None
-    if "/" in prefixes:
-        return lambda path: True
-    exact = frozenset(prefixes)
-    below = tuple(p + "/" for p in prefixes)
-    return lambda path: path in exact or path.startswith(below)
 
 
 def _storage_key(
@@ -298,8 +271,8 @@ def _rule(
             raise ValueError(f"{where}.route: expected a template such as '/users/{{id}}'")
         matches_path = compile_route(route, f"{where}.route").fullmatch
     elif path is not None:
-        prefix = _prefix(path, f"{where}.path")
-        matches_path = None if prefix == "/" else _under(prefix)
+        pattern = path_pattern(path, f"{where}.path")
+        matches_path = None if pattern == "/" else PathMatcher([pattern], f"{where}.path")
     quota = _quota(spec, where)
     label = str(route if route is not None else path or "*")
     storage_key = _storage_key(

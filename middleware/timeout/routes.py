@@ -1,13 +1,15 @@
-"""TimeoutMiddleware's pure logic: option validation, per-path policies, prefix matching."""
+"""TimeoutMiddleware's pure logic: option validation and per-path policies."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["OVERRIDABLE", "Policy", "RouteTable", "build_routes", "make_policy"]
+from asgikit.options import positive_seconds
+from asgikit.paths import path_pattern
+
+__all__ = ["OVERRIDABLE", "Policy", "build_routes", "make_policy"]
 
 OVERRIDABLE = frozenset({"total", "first_byte", "request_body_idle", "status_code"})
 """The options a ``routes`` entry may override."""
@@ -28,25 +30,15 @@ class Policy:
         return self.total is not None or self.first_byte is not None
 
 
-def _seconds(name: str, value: object, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name}{where} must be a number of seconds or None, not {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}{where} must be a positive, finite number of seconds: {value!r}")
-    return float(value)
-
-
 def make_policy(options: Mapping[str, Any], where: str = "") -> Policy | None:
     """Validate ``total``, ``first_byte``, ``request_body_idle`` and ``status_code``.
 
     Returns None when no limit is set at all (the middleware then steps aside).
     ``where`` names the routes entry in error messages.
     """
-    total = _seconds("total", options["total"], where)
-    first_byte = _seconds("first_byte", options["first_byte"], where)
-    idle = _seconds("request_body_idle", options["request_body_idle"], where)
+    total = positive_seconds(options["total"], f"total{where}")
+    first_byte = positive_seconds(options["first_byte"], f"first_byte{where}")
+    idle = positive_seconds(options["request_body_idle"], f"request_body_idle{where}")
     status = options["status_code"]
     if isinstance(status, bool) or not isinstance(status, int) or not 500 <= status <= 599:
         raise ValueError(f"status_code{where} must be a 5xx status (504 or 503): {status!r}")
@@ -58,39 +50,6 @@ def make_policy(options: Mapping[str, Any], where: str = "") -> Policy | None:
     if total is None and first_byte is None and idle is None:
         return None
     return Policy(total, first_byte, idle, status)
-
-
-def _normalize_prefix(prefix: object, option: str) -> str:
-    if not isinstance(prefix, str) or not prefix.startswith("/"):
-        raise ValueError(f"{option} entries must be paths starting with '/': {prefix!r}")
-    return prefix.rstrip("/") or "/"
-
-
-class RouteTable:
-    """Longest-prefix matching of request paths to policies, on whole path segments.
-
-    A prefix ``/reports`` matches ``/reports`` and ``/reports/2024``, never ``/reportsX``;
-    a trailing slash in the configuration makes no difference; ``/`` matches every path.
-    """
-
-    __slots__ = ("_default", "_entries")
-
-    def __init__(
-        self, default: Policy | None, entries: Iterable[tuple[str, Policy | None]]
-    ) -> None:
-        self._default = default
-        # (prefix, prefix + "/", policy), longest first: the first match is the longest.
-        self._entries = sorted(
-            ((p, p if p == "/" else p + "/", policy) for p, policy in entries),
-            key=lambda entry: len(entry[0]),
-            reverse=True,
-        )
-
-    def match(self, path: str) -> Policy | None:
-        for prefix, below, policy in self._entries:
-            if path == prefix or path.startswith(below):
-                return policy
-        return self._default
 
 
 def build_routes(
@@ -109,12 +68,12 @@ def build_routes(
         raise TypeError("routes must be a mapping of path prefix -> {option: value}")
     entries: dict[str, Policy | None] = {}
     for raw in exclude_paths:
-        prefix = _normalize_prefix(raw, "exclude_paths")
+        prefix = path_pattern(raw, "exclude_paths")
         if prefix in entries:
             raise ValueError(f"exclude_paths lists {prefix!r} twice")
         entries[prefix] = None
     for raw, overrides in routes.items():
-        prefix = _normalize_prefix(raw, "routes")
+        prefix = path_pattern(raw, "routes")
         if prefix in entries:
             raise ValueError(f"{prefix!r} is both excluded and in routes, or listed twice")
         if not isinstance(overrides, Mapping):

@@ -14,7 +14,7 @@ time (TAT). With emission interval ``T = period / limit`` and tolerance
 Times are whole microseconds: ``T`` is rounded to the microsecond once per quota and
 ``tau`` is an exact multiple of it, so a fresh key allows exactly ``burst`` requests at
 once, with no floating-point drift at the edge. ``MemoryStore`` is the in-process store;
-``RedisStore`` (``_rate_limit_redis``, the ``redis`` extra) shares limits across
+``RedisStore`` (``redis_store``, the ``redis`` extra) shares limits across
 processes and hosts.
 """
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Final, NamedTuple, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
-from asgikit._options import mask_passwords
+from asgikit.options import mask_passwords
 
 __all__ = [
     "Decision",
@@ -262,7 +262,7 @@ def open_store(
         return MemoryStore(max_keys=max_keys)
     if scheme in _REDIS_SCHEMES:
         try:
-            from asgikit.middleware._rate_limit_redis import RedisStore
+            from asgikit.middleware.rate_limit.redis_store import RedisStore
         except ImportError as exc:
             raise ImportError(
                 f"storage {scheme}:// needs redis-py: pip install 'asgikit[redis]'"

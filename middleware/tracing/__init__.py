@@ -19,18 +19,15 @@ from opentelemetry.trace import (
 )
 
 from asgikit import __version__
-from asgikit._options import string_list
 from asgikit.logging import Field, structlog_contextvar
+from asgikit.observe import Exchange, current_otel_context
+from asgikit.options import string_list
+from asgikit.paths import PathMatcher
+from asgikit.redact import DEFAULT_REDACTED_QUERY_PARAMS, header_names
 from asgikit.scopes import CHAIN_KEY
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._access_log_fields import (
-    DEFAULT_REDACTED_QUERY_PARAMS,
-    exclusions,
-    header_names,
-)
-from ._exchange import Exchange, current_otel_context
-from ._tracing_attributes import (
+from .attributes import (
     ACTIVE_REQUESTS,
     CANCELLED,
     DISCONNECTED,
@@ -47,8 +44,8 @@ from ._tracing_attributes import (
     SpanAttributes,
     message_events,
 )
-from ._tracing_finish import finish_http
-from ._tracing_websocket import trace_websocket
+from .finish import finish_http
+from .websocket import trace_websocket
 
 __all__ = ["CANCELLED", "DISCONNECTED", "TracingMiddleware"]
 
@@ -80,8 +77,8 @@ class TracingMiddleware:
         tracer_provider: A ``TracerProvider``; the global one (resolved through
             OpenTelemetry's proxy, so one set later is honoured) by default.
         meter_provider: A ``MeterProvider``; the global one by default.
-        exclude_paths: Paths never traced or measured: exact (``/health``) or, ending in
-            ``*``, prefixes (``/static/*``).
+        exclude_paths: Path patterns never traced or measured (``asgikit.paths``:
+            ``/health`` covers ``/health/live``; ``/static*`` a text prefix).
         capture_request_headers: Request headers recorded as
             ``http.request.header.<name>`` (``authorization``, ``cookie`` redacted).
         capture_response_headers: Response headers recorded as
@@ -108,10 +105,8 @@ class TracingMiddleware:
         "_bind",
         "_duration",
         "_events",
-        "_exact",
-        "_excluding",
+        "_excluded",
         "_in_flight",
-        "_prefixes",
         "_request_size",
         "_response_size",
         "_server_timing",
@@ -158,8 +153,7 @@ class TracingMiddleware:
             if not isinstance(value, bool):
                 raise TypeError(f"{option}: expected a bool, not {value!r}")
         self.app = app
-        self._exact, self._prefixes = exclusions(exclude_paths)
-        self._excluding = bool(self._exact or self._prefixes)
+        self._excluded = PathMatcher(exclude_paths)
         self._attributes = SpanAttributes(
             query_params=[
                 *DEFAULT_REDACTED_QUERY_PARAMS,
@@ -215,9 +209,6 @@ class TracingMiddleware:
             for (method, scheme), count in list(self._in_flight.items())
         ]
 
-    def _excluded(self, path: str) -> bool:
-        return path in self._exact or path.startswith(self._prefixes)
-
     def _bind_ids(self, span: Span) -> _Tokens | None:
         """Bind the span's ids in structlog's context variables; the reset tokens."""
         if not self._bind:
@@ -256,7 +247,7 @@ class TracingMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        if self._excluding and self._excluded(scope["path"]):
+        if self._excluded and self._excluded(scope["path"]):
             await self.app(scope, receive, send)
             return
 

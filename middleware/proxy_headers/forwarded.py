@@ -21,7 +21,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from socket import inet_aton
 from typing import Final, NamedTuple, TypeAlias
 
-from asgikit._options import string_list
+from asgikit.hosts import parse_port
+from asgikit.options import string_list
 
 __all__ = [
     "MAX_BYTES",
@@ -31,9 +32,7 @@ __all__ = [
     "IPAddress",
     "TrustedProxies",
     "parse_forwarded_element",
-    "parse_host",
     "parse_node",
-    "parse_port",
     "parse_proto",
     "tail_elements",
 ]
@@ -56,10 +55,6 @@ _UNQUOTED_VALUE: Final = _TCHAR + b":[]"
 # qdtext and quoted-pair characters without obs-text: visible ASCII, space and tab.
 _QUOTED_TEXT: Final = bytes(range(0x20, 0x7F)) + b"\t"
 _OBFUSCATED_PORT: Final = re.compile(rb"_[A-Za-z0-9._-]+").fullmatch
-_HOST: Final = re.compile(
-    rb"(?:\[(?P<ipv6>[0-9A-Fa-f:.]{2,45})\]|(?P<name>[A-Za-z0-9._~-]{1,253}))"
-    rb"(?::(?P<port>[0-9]{1,5}))?"
-).fullmatch
 _SECURE: Final = {b"https": True, b"wss": True, b"http": False, b"ws": False}
 _OCTET: Final = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4: Final = re.compile(rb"\.".join([_OCTET] * 4)).fullmatch
@@ -197,15 +192,6 @@ def tail_elements(values: list[bytes]) -> tuple[list[bytes], bool]:
     return elements, complete
 
 
-def parse_port(value: bytes) -> int | None:
-    """A TCP port, 1-65535, written in decimal digits only; None otherwise."""
-    if 0 < len(value) <= 5 and value.isdigit():
-        port = int(value)
-        if 0 < port <= 65535:
-            return port
-    return None
-
-
 def parse_node(value: bytes) -> tuple[IPAddress, int] | None:
     """Parse a chain node: ``for=`` of a Forwarded element, or an X-Forwarded-For entry.
 
@@ -264,33 +250,6 @@ def _node_port(value: bytes) -> int | None:
     if _OBFUSCATED_PORT(value) is not None:
         return 0
     return parse_port(value)
-
-
-def parse_host(value: bytes) -> tuple[str, int | None] | None:
-    """Validate a forwarded host: a host name, IPv4 or ``[IPv6]``, with an optional port.
-
-    Returns:
-        ``(host, port)`` with the brackets of an IPv6 host removed and port None when
-        none was given; None for anything else (spaces, control characters, ``/``,
-        ``@``, an empty or out-of-range port, non-ASCII bytes).
-    """
-    match = _HOST(value)
-    if match is None:
-        return None
-    ipv6, name, raw_port = match.group("ipv6", "name", "port")
-    port = None
-    if raw_port is not None:
-        port = parse_port(raw_port)
-        if port is None:
-            return None
-    if ipv6 is not None:
-        try:
-            host = str(IPv6Address(ipv6.decode("ascii")))
-        except ValueError:
-            return None
-    else:
-        host = name.decode("ascii")
-    return host, port
 
 
 def parse_proto(value: bytes) -> bool | None:

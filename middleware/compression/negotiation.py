@@ -25,7 +25,6 @@ __all__ = [
     "UNTOUCHED_STATUSES",
     "VARY_TOKEN",
     "ContentTypes",
-    "PathPrefixes",
     "encoded_fields",
     "negotiate_encoding",
     "vetoed",
@@ -304,24 +303,3 @@ def encoded_fields(
         append(ADDED_VARY)
     fields.append(coding)
     return fields
-
-
-class PathPrefixes:
-    """Path prefixes matched on segment boundaries: ``/metrics`` covers ``/metrics`` and
-    ``/metrics/...``, not ``/metricsx``; ``/static/`` covers what starts with it."""
-
-    __slots__ = ("prefixes",)
-
-    def __init__(self, prefixes: Iterable[str]) -> None:
-        self.prefixes = tuple(prefixes)
-        for prefix in self.prefixes:
-            if not prefix.startswith("/"):
-                raise ValueError(f"exclude_paths entry {prefix!r} must start with '/'")
-
-    def match(self, path: str) -> bool:
-        for prefix in self.prefixes:
-            if path.startswith(prefix) and (
-                len(path) == len(prefix) or prefix[-1] == "/" or path[len(prefix)] == "/"
-            ):
-                return True
-        return False

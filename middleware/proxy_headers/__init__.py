@@ -5,25 +5,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from asgikit._options import string_list
 from asgikit.headers import get_header, set_header
-from asgikit.scopes import CHAIN_KEY
+from asgikit.hosts import parse_host, parse_port
+from asgikit.options import string_list
+from asgikit.scopes import CHAIN_KEY, PEER_KEY
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
-from ._forwarded import (
+from .forwarded import (
     MAX_NODE_LENGTH,
     TrustedProxies,
     parse_forwarded_element,
-    parse_host,
     parse_node,
-    parse_port,
     parse_proto,
     tail_elements,
 )
 
 __all__ = ["FAMILIES", "PEER_SCOPE_KEY", "ProxyHeadersMiddleware"]
 
-PEER_SCOPE_KEY: Final = "asgikit.peer"
+PEER_SCOPE_KEY: Final = PEER_KEY
 """The scope key holding the untouched ``client`` (possibly None) when it was rewritten."""
 
 FAMILIES: Final = ("forwarded", "x-forwarded")

@@ -20,8 +20,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Final, NamedTuple
 
-from asgikit._options import string_list
 from asgikit.headers import header_tokens
+from asgikit.options import string_list
 
 __all__ = [
     "COMMON_METHODS",

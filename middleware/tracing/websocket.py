@@ -9,11 +9,11 @@ from opentelemetry.context import attach, detach
 from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, get_current_span, set_span_in_context
 
+from asgikit.observe import WebSocketExchange, current_otel_context
 from asgikit.scopes import CHAIN_KEY
 from asgikit.types import Receive, Scope, Send
 
-from ._exchange import WebSocketExchange, current_otel_context
-from ._tracing_attributes import (
+from .attributes import (
     DISCONNECTED,
     ERROR_TYPE,
     HTTP_ROUTE,
@@ -28,7 +28,7 @@ from ._tracing_attributes import (
 )
 
 if TYPE_CHECKING:
-    from .tracing import TracingMiddleware
+    from . import TracingMiddleware
 
 __all__ = ["WEBSOCKET_SPAN_NAME", "trace_websocket"]
 

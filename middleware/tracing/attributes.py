@@ -23,16 +23,11 @@ from opentelemetry.semconv.attributes import (
 from opentelemetry.semconv.metrics import http_metrics
 from opentelemetry.trace import Span, Status, StatusCode
 
+from asgikit.hosts import parse_host
+from asgikit.observe import route_of
+from asgikit.redact import ALWAYS_REDACTED_HEADERS, QueryRedactor, captured
+from asgikit.scopes import PEER_KEY
 from asgikit.types import Scope
-
-from ._access_log_fields import (
-    ALWAYS_REDACTED_HEADERS,
-    PEER_SCOPE_KEY,
-    QueryRedactor,
-    captured,
-    route_of,
-)
-from ._forwarded import parse_host
 
 __all__ = [
     "ACTIVE_REQUESTS",
@@ -225,7 +220,7 @@ class SpanAttributes:
             attributes[CLIENT_ADDRESS] = client[0]
             if client[1]:  # 0: a proxy named the client without a port
                 attributes[CLIENT_PORT] = client[1]
-        peer = scope.get(PEER_SCOPE_KEY) or client
+        peer = scope.get(PEER_KEY) or client
         if peer:
             attributes[PEER_ADDRESS] = peer[0]
             if peer[1]:

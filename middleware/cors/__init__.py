@@ -12,7 +12,7 @@ import structlog
 from asgikit.headers import add_vary, get_all, get_header
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._cors_policy import POLICY_OPTIONS, Header, Policy, select_policy
+from .policy import POLICY_OPTIONS, Header, Policy, select_policy
 
 __all__ = ["CORSMiddleware"]
 

@@ -14,34 +14,23 @@ from typing import Any, Final
 import structlog
 from opentelemetry.trace import SpanContext
 
-from asgikit._options import string_list
+from asgikit.fields import LineBuilder
 from asgikit.logging import HTTP_EVENT, WEBSOCKET_EVENT, Field, structlog_contextvar
-from asgikit.scopes import CHAIN_KEY, derive_scope
+from asgikit.observe import (
+    Exchange,
+    WebSocketExchange,
+    current_otel_context,
+    current_span_context,
+)
+from asgikit.options import positive_seconds, string_list
+from asgikit.paths import PathMatcher
+from asgikit.redact import ALWAYS_REDACTED_HEADERS, DEFAULT_REDACTED_QUERY_PARAMS, header_names
+from asgikit.scopes import CHAIN_KEY, REQUEST_ID_KEY, TIMEOUT_KEY, derive_scope
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
-from ._access_log_fields import (
-    ALWAYS_REDACTED_HEADERS,
-    DEFAULT_REDACTED_QUERY_PARAMS,
-    PEER_SCOPE_KEY,
-    REQUEST_ID_SCOPE_KEY,
-    TIMEOUT_SCOPE_KEY,
-    LineBuilder,
-    exclusions,
-    header_names,
-    level_number,
-    positive_seconds,
-    status_level_table,
-)
-from ._exchange import Exchange, WebSocketExchange, current_otel_context, current_span_context
+from .levels import level_number, status_level_table
 
-__all__ = [
-    "ALWAYS_REDACTED_HEADERS",
-    "DEFAULT_REDACTED_QUERY_PARAMS",
-    "PEER_SCOPE_KEY",
-    "REQUEST_ID_SCOPE_KEY",
-    "TIMEOUT_SCOPE_KEY",
-    "AccessLogMiddleware",
-]
+__all__ = ["AccessLogMiddleware"]
 
 _INFO, _WARNING, _ERROR = 20, 30, 40
 # structlog's lazy proxy, the type structlog.get_logger returns.
@@ -75,8 +64,8 @@ class AccessLogMiddleware:
         slow_threshold: Seconds after which a request is slow: its line is marked
             ``slow=true``, raised to at least ``slow_level`` and never sampled out.
         slow_level: The lowest level of a slow request's line.
-        exclude_paths: Paths never logged: exact (``/health``) or, ending in ``*``,
-            prefixes (``/static/*``).
+        exclude_paths: Path patterns never logged (``asgikit.paths``: ``/health``
+            covers ``/health/live``; ``/static*`` a text prefix).
         sample_rate: The fraction (0-1) of unremarkable lines kept: those at ``info``
             or below that are not slow, failed or cut short. Kept lines carry
             ``sample_rate`` so counts can be scaled back.
@@ -105,13 +94,11 @@ class AccessLogMiddleware:
 
     __slots__ = (
         "_bind",
-        "_exact",
-        "_excluding",
+        "_excluded",
         "_levels",
         "_lines",
         "_logger",
         "_methods",
-        "_prefixes",
         "_rid_var",
         "_sample_rate",
         "_slow",
@@ -161,8 +148,7 @@ class AccessLogMiddleware:
         self._levels = status_level_table(status_levels or {})
         self._slow = positive_seconds(slow_threshold, "slow_threshold")
         self._slow_level = level_number(slow_level, "slow_level")
-        self._exact, self._prefixes = exclusions(exclude_paths)
-        self._excluding = bool(self._exact or self._prefixes)
+        self._excluded = PathMatcher(exclude_paths)
         self._sample_rate = float(sample_rate)
         always = [name.encode("ascii") for name in ALWAYS_REDACTED_HEADERS]
         self._lines = LineBuilder(
@@ -182,15 +168,12 @@ class AccessLogMiddleware:
         self._span_var = structlog_contextvar(Field.SPAN_ID)
         self._websockets = bool(websockets)
 
-    def _excluded(self, path: str) -> bool:
-        return path in self._exact or path.startswith(self._prefixes)
-
     def _bind_context(self, scope: Scope, span_context: SpanContext | None) -> _Tokens | None:
         """Bind the request id and the span's ids (when binding); return the reset tokens."""
         if not self._bind:
             return None
         tokens: _Tokens | None = None
-        request_id = scope.get(REQUEST_ID_SCOPE_KEY)
+        request_id = scope.get(REQUEST_ID_KEY)
         if request_id is not None and self._rid_var.get() != request_id:
             tokens = [(self._rid_var, self._rid_var.set(request_id))]
         if span_context is not None:
@@ -209,30 +192,30 @@ class AccessLogMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        if self._excluding and self._excluded(scope["path"]):
+        if self._excluded and self._excluded(scope["path"]):
             await self.app(scope, receive, send)
             return
 
         start = _now()
         # TimeoutMiddleware, inside, fills this dict in when one of its limits fires; it
         # cannot reach a scope outside its own copy, so the dict is handed down.
-        holder = scope.get(TIMEOUT_SCOPE_KEY)
+        holder = scope.get(TIMEOUT_KEY)
         # An outer middleware may already share both; start_chain, inlined (hot path).
         timeout: dict[str, Any] = holder if isinstance(holder, dict) else {}
         chain: list[Scope] | None = None  # the one this call starts, cleared at the end
         if CHAIN_KEY not in scope:
             scope = {**scope}  # and two stores: cheaper than a {**scope, ...} display
-            scope[TIMEOUT_SCOPE_KEY] = timeout
+            scope[TIMEOUT_KEY] = timeout
             scope[CHAIN_KEY] = chain = [scope]
         elif timeout is not holder:
-            scope = derive_scope(scope, {TIMEOUT_SCOPE_KEY: timeout})
+            scope = derive_scope(scope, {TIMEOUT_KEY: timeout})
         # The chain records the copies made inside, so that the route the framework
         # writes into its own scope can be read after the app returns.
         span_context = None
         if self._trace_ids and current_otel_context():  # empty: no span, and no call
             span_context = current_span_context()
         tokens = None
-        if span_context is not None or REQUEST_ID_SCOPE_KEY in scope:  # else nothing to bind
+        if span_context is not None or REQUEST_ID_KEY in scope:  # else nothing to bind
             tokens = self._bind_context(scope, span_context)
         ex = Exchange(send, receive, _now, self._trace_ids)  # positional: a cheaper call
         ex.span_context = span_context  # on entry; the one at the response start wins

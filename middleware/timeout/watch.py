@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 if TYPE_CHECKING:
-    from .timeout import _Exchange
+    from . import _Exchange
 
 __all__ = ["Watches"]
 

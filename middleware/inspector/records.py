@@ -15,7 +15,8 @@ import msgspec
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext
 
-from ._access_log_fields import REDACTED, LineBuilder, QueryRedactor, truncate
+from asgikit.fields import LineBuilder
+from asgikit.redact import REDACTED, QueryRedactor, truncate
 
 __all__ = ["MAX_HEADERS", "MAX_TRACEBACK", "Record", "Renderer", "encode"]
 

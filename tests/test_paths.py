@@ -1,0 +1,94 @@
+"""One path vocabulary: what every ``exclude_paths`` and path rule means."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from asgikit.paths import PathMatcher, PathTable, path_pattern
+
+
+def test_a_path_covers_itself_and_what_is_below_it_on_segment_boundaries() -> None:
+    matcher = PathMatcher(["/health"])
+    assert matcher("/health") and matcher("/health/") and matcher("/health/live")
+    assert not matcher("/healthz") and not matcher("/heal") and not matcher("/")
+
+
+def test_a_trailing_slash_makes_no_difference() -> None:
+    matcher = PathMatcher(["/static/"])
+    assert matcher.patterns == ("/static",)
+    assert matcher("/static") and matcher("/static/app.js")
+    assert not matcher("/staticfiles")
+
+
+def test_a_star_at_the_end_covers_a_text_prefix() -> None:
+    matcher = PathMatcher(["/static*"])
+    assert matcher("/static") and matcher("/static/app.js") and matcher("/staticfiles")
+    assert not matcher("/stati") and not matcher("/api/static")
+
+
+def test_the_root_covers_every_path() -> None:
+    matcher = PathMatcher(["/"])
+    assert matcher("/") and matcher("/anything/at/all")
+
+
+def test_no_patterns_is_false_and_covers_nothing() -> None:
+    matcher = PathMatcher([])
+    assert not matcher and not matcher("/")
+    assert PathMatcher(["/x"])
+
+
+def test_a_comma_separated_str_is_a_list() -> None:
+    assert PathMatcher("/health, /metrics*").patterns == ("/health", "/metrics*")
+
+
+@pytest.mark.parametrize("bad", ["health", "", "/a*b", "*", "/*/x", 3])
+def test_a_malformed_pattern_fails_at_start_up_naming_the_option(bad: object) -> None:
+    with pytest.raises((ValueError, TypeError), match=r"exclude_paths"):
+        PathMatcher([bad])  # type: ignore[list-item]
+
+
+def test_path_pattern_normalises() -> None:
+    assert path_pattern("/a/b/", "x") == "/a/b"
+    assert path_pattern("/", "x") == "/"
+    assert path_pattern("///", "x") == "/"
+    assert path_pattern("/a*", "x") == "/a*"
+
+
+def test_a_table_finds_the_longest_pattern() -> None:
+    table = PathTable([("/api", 1), ("/api/v2", 2), ("/api/v2/files*", 3), ("/", 0)], -1)
+    assert table.match("/api") == 1
+    assert table.match("/api/v1/users") == 1
+    assert table.match("/api/v2") == 2
+    assert table.match("/api/v20") == 1
+    assert table.match("/api/v2/files-old") == 3
+    assert table.match("/other") == 0
+    assert PathTable([("/x", 1)], -1).match("/y") == -1
+
+
+def test_a_table_refuses_a_pattern_twice() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        PathTable([("/a", 1), ("/a/", 2)], None)
+
+
+_SEGMENT = st.sampled_from(["a", "b", "ab", ""])
+
+
+@given(
+    st.lists(st.lists(_SEGMENT, min_size=1, max_size=3), max_size=5),
+    st.lists(_SEGMENT, min_size=1, max_size=4),
+)
+def test_matcher_and_table_agree_with_a_brute_force_segment_prefix(
+    prefixes: list[list[str]], path_segments: list[str]
+) -> None:
+    unique = {"/" + "/".join(p).strip("/") for p in prefixes}
+    path = "/" + "/".join(path_segments)
+
+    def covers(prefix: str) -> bool:
+        return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+    matching = [prefix for prefix in unique if covers(prefix)]
+    assert PathMatcher(sorted(unique))(path) == bool(matching)
+    table = PathTable([(prefix, prefix) for prefix in unique], None)
+    assert table.match(path) == (max(matching, key=len) if matching else None)
