@@ -1,23 +1,24 @@
-"""Config files as text: where each key is, and ``${VAR}`` substitution.
+"""A config file while it loads: its issues, where each key is, ``${VAR}`` substitution.
 
-tomllib and yaml give values without positions, so the source is scanned a second time
-to map a path such as ``middleware[2].allow_origins`` to its line and column. Values
-substituted from the environment are remembered, so no message ever echoes them.
+``Source`` holds the key positions (found by ``asgikit._config_parse``) so that every
+issue names its line and column. Values substituted from the environment are
+remembered, so no message ever echoes them.
 """
 
 from __future__ import annotations
 
-import bisect
-import importlib
-import importlib.util
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias
 
+__all__ = ["ConfigError", "ConfigPath", "Issue", "Positions", "Source", "by_position", "substitute"]
+
 ConfigPath: TypeAlias = tuple[str | int, ...]
 """Where a value is in the document: keys and list indices."""
+
+Positions: TypeAlias = dict[ConfigPath, tuple[int, int]]
+"""The line and column (1-based) of each key, table and array item."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,254 +48,17 @@ class Issue:
         return f"{where}: {self.severity}: {what}"
 
 
+def by_position(issue: Issue) -> tuple[int, int]:
+    """A sort key: issues in the order of the file."""
+    return (issue.line or 0, issue.column or 0)
+
+
 class ConfigError(Exception):
     """A config file that cannot be used; ``issues`` lists every problem found."""
 
     def __init__(self, issues: Sequence[Issue]) -> None:
         self.issues: tuple[Issue, ...] = tuple(issues)
         super().__init__("\n".join(str(issue) for issue in self.issues))
-
-
-# --------------------------------------------------------------------------------------
-# Where each key is: tomllib and yaml.safe_load give values without positions.
-
-_Positions: TypeAlias = dict[ConfigPath, tuple[int, int]]
-_BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
-_SCALAR_END: Final = frozenset(",]}\n\r#")
-
-
-class _TomlScanner:
-    """Finds the line and column of every key, table and array item of a valid TOML
-    document (tomllib has already rejected invalid ones), without re-parsing values."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.i = 0
-        self.found: _Positions = {}
-        self.line_starts = [0, *(m.end() for m in re.finditer("\n", text))]
-
-    def record(self, path: ConfigPath, index: int) -> None:
-        line = bisect.bisect_right(self.line_starts, index)
-        self.found.setdefault(path, (line, index - self.line_starts[line - 1] + 1))
-
-    def scan(self) -> _Positions:
-        text = self.text
-        table: ConfigPath = ()
-        arrays: dict[ConfigPath, int] = {}
-        while True:
-            self.skip(newlines=True)
-            if self.i >= len(text):
-                return self.found
-            start = self.i
-            if text.startswith("[[", start):
-                self.i += 2
-                keys = self.keys()
-                self.i += 2
-                path = (*self.resolve(keys[:-1], arrays), keys[-1])
-                index = arrays.get(path, 0)
-                arrays[path] = index + 1
-                table = (*path, index)
-                self.record(path, start)
-            elif text[start] == "[":
-                self.i += 1
-                keys = self.keys()
-                self.i += 1
-                table = self.resolve(keys, arrays)
-            else:
-                self.pair(table)
-                continue
-            self.record(table, start)
-
-    @staticmethod
-    def resolve(keys: list[str], arrays: dict[ConfigPath, int]) -> ConfigPath:
-        """A header's path, with the current index of each array of tables it passes."""
-        path: ConfigPath = ()
-        for key in keys:
-            path = (*path, key)
-            if path in arrays:
-                path = (*path, arrays[path] - 1)
-        return path
-
-    def skip(self, *, newlines: bool) -> None:
-        text = self.text
-        while self.i < len(text):
-            char = text[self.i]
-            if char in " \t" or (newlines and char in "\r\n"):
-                self.i += 1
-            elif char == "#":
-                end = text.find("\n", self.i)
-                self.i = len(text) if end < 0 else end
-            else:
-                return
-
-    def keys(self) -> list[str]:
-        keys = []
-        while True:
-            self.skip(newlines=False)
-            char = self.text[self.i]
-            if char in "\"'":
-                raw = self.string()
-                keys.append(tomllib.loads(f"k = {raw}")["k"] if char == '"' else raw[1:-1])
-            else:
-                match = _BARE_KEY.match(self.text, self.i)
-                if match is None:  # pragma: no cover - tomllib accepted the document
-                    raise ValueError(f"unexpected {char!r}")
-                keys.append(match.group())
-                self.i = match.end()
-            self.skip(newlines=False)
-            if self.text[self.i] != ".":
-                return keys
-            self.i += 1
-
-    def pair(self, table: ConfigPath) -> None:
-        start = self.i
-        path = table
-        for key in self.keys():
-            path = (*path, key)
-            self.record(path, start)
-        self.i += 1  # "="
-        self.skip(newlines=False)
-        self.value(path)
-
-    def value(self, path: ConfigPath) -> None:
-        text = self.text
-        char = text[self.i]
-        if char == "[":
-            self.i += 1
-            index = 0
-            while True:
-                self.skip(newlines=True)
-                if text[self.i] == "]":
-                    self.i += 1
-                    return
-                self.record((*path, index), self.i)
-                self.value((*path, index))
-                self.skip(newlines=True)
-                if text[self.i] == ",":
-                    self.i += 1
-                    index += 1
-        elif char == "{":
-            self.i += 1
-            while True:
-                self.skip(newlines=True)
-                if text[self.i] == "}":
-                    self.i += 1
-                    return
-                if text[self.i] == ",":
-                    self.i += 1
-                    continue
-                self.pair(path)
-        elif char in "\"'":
-            self.string()
-        else:
-            while self.i < len(text) and text[self.i] not in _SCALAR_END:
-                self.i += 1
-
-    def string(self) -> str:
-        text = self.text
-        start = self.i
-        quote = text[start]
-        triple = text.startswith(quote * 3, start)
-        i = start + (3 if triple else 1)
-        while True:
-            if quote == '"' and text[i] == "\\":
-                i += 2
-            elif triple and text.startswith(quote * 3, i):
-                end = i + 3
-                while end < len(text) and text[end] == quote and end - i < 5:
-                    end += 1
-                break
-            elif not triple and text[i] == quote:
-                end = i + 1
-                break
-            else:
-                i += 1
-        self.i = end
-        return text[start:end]
-
-
-def _toml_positions(text: str) -> _Positions:
-    scanner = _TomlScanner(text)
-    try:
-        return scanner.scan()
-    except (IndexError, ValueError, tomllib.TOMLDecodeError):  # pragma: no cover - defensive
-        return scanner.found  # what was found before the scanner lost its way
-
-
-_TOML_AT: Final = re.compile(r"^(.*?)\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
-
-
-def _parse_toml(text: str, source: _Source) -> Any:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        match = _TOML_AT.match(str(exc))
-        message, line, column = (str(exc), None, None) if match is None else match.groups()
-        if match is not None and line is None:
-            line, column = str(text.count("\n") + 1), "1"
-        source.add(
-            Issue(
-                source.name,
-                None if line is None else int(line),
-                None if column is None else int(column),
-                "",
-                f"invalid TOML: {message[:1].lower()}{message[1:]}",
-            )
-        )
-        return None
-    source.positions.update(_toml_positions(text))
-    return data
-
-
-def _parse_yaml(text: str, source: _Source) -> Any:
-    try:
-        yaml: Any = importlib.import_module("yaml")
-    except ModuleNotFoundError:
-        source.add(
-            Issue(source.name, None, None, "", "YAML needs PyYAML: pip install 'asgikit[yaml]'")
-        )
-        return None
-    try:
-        loader = yaml.SafeLoader(text)
-        node = loader.get_single_node()
-        data = None if node is None else loader.construct_document(node)
-        loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = " ".join(part for part in (exc.context, exc.problem) if part)
-        source.add(
-            Issue(
-                source.name,
-                None if mark is None else mark.line + 1,
-                None if mark is None else mark.column + 1,
-                "",
-                f"invalid YAML: {problem}",
-            )
-        )
-        return None
-    except yaml.YAMLError as exc:
-        source.add(Issue(source.name, None, None, "", f"invalid YAML: {exc}"))
-        return None
-
-    def walk(node: Any, path: ConfigPath) -> None:
-        mark = node.start_mark
-        source.positions.setdefault(path, (mark.line + 1, mark.column + 1))
-        if isinstance(node, yaml.MappingNode):
-            # Keys are scalars: safe_load refuses the others (unhashable).
-            for key, value in node.value:
-                name: str | int = key.value
-                if key.tag == "tag:yaml.org,2002:int" and key.value.isdigit():
-                    name = int(key.value)
-                start = key.start_mark
-                source.positions.setdefault((*path, name), (start.line + 1, start.column + 1))
-                walk(value, (*path, name))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                walk(item, (*path, index))
-
-    if node is not None:
-        walk(node, ())
-    return data
 
 
 # --------------------------------------------------------------------------------------
@@ -313,11 +77,11 @@ def _render_path(path: ConfigPath) -> str:
     return rendered
 
 
-class _Source:
+class Source:
     """One config file while it loads: key positions, what came from the environment,
     and the issues found so far."""
 
-    def __init__(self, name: str, positions: _Positions) -> None:
+    def __init__(self, name: str, positions: Positions) -> None:
         self.name = name
         self.positions = positions
         self.secrets: set[str] = set()
@@ -377,75 +141,92 @@ class _Source:
 _VAR_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _substitute(value: Any, path: ConfigPath, environ: Mapping[str, str], source: _Source) -> Any:
+def substitute(value: Any, path: ConfigPath, environ: Mapping[str, str], source: Source) -> Any:
     """``value`` with ``${VAR}`` and ``${VAR:-default}`` replaced in every string."""
     if isinstance(value, dict):
-        return {
-            key: _substitute(item, (*path, key), environ, source) for key, item in value.items()
-        }
+        return {key: substitute(item, (*path, key), environ, source) for key, item in value.items()}
     if isinstance(value, list):
-        return [_substitute(item, (*path, i), environ, source) for i, item in enumerate(value)]
+        return [substitute(item, (*path, i), environ, source) for i, item in enumerate(value)]
     if not isinstance(value, str) or "$" not in value:
         return value
-    text = value
-    out: list[str] = []
-    shown: list[str] = []
-    from_env = substituted = False
-    i = 0
-    while (j := text.find("$", i)) >= 0:
-        out.append(text[i:j])
-        shown.append(text[i:j])
-        if text.startswith("$${", j):
-            out.append("${")
-            shown.append("$${")
-            i = j + 3
-            continue
-        if not text.startswith("${", j):
-            out.append("$")
-            shown.append("$")
-            i = j + 1
-            continue
-        end = text.find("}", j + 2)
-        if end < 0:
-            source.error(path, "unclosed '${': write '$${' for a literal '${'")
-            source.failed.add(path)
-            return value
-        name, has_default, default = text[j + 2 : end].partition(":-")
-        if not _VAR_NAME.fullmatch(name):
-            source.error(
-                path,
-                f"'${{{text[j + 2 : end]}}}' is not a substitution: write '${{NAME}}' or "
-                "'${NAME:-default}' (or '$${' for a literal '${')",
-            )
-            source.failed.add(path)
-            return value
-        found = environ.get(name)
-        if found is None or (has_default and not found):
-            if not has_default:
-                source.error(
-                    path,
-                    f"environment variable {name} is not set (give a default: "
-                    f"'${{{name}:-default}}')",
-                )
-                source.failed.add(path)
-                return value
-            out.append(default)
-            shown.append(default)
-        else:
-            from_env = True
-            if found:
-                source.secrets.add(found)
-            out.append(found)
-            shown.append(f"${{{name}}}")
-        substituted = True
-        i = end + 1
-    out.append(text[i:])
-    shown.append(text[i:])
-    result = "".join(out)
-    if substituted:
+    substitution = _Substitution(path, environ, source)
+    result = substitution.run(value)
+    if result is None:
+        return value  # reported, and marked as failed
+    if substitution.substituted:
         source.substituted.add(path)
-    if from_env:
+    if substitution.from_env:
         if result:
             source.secrets.add(result)
-        source.shown[path] = "".join(shown)
+        source.shown[path] = "".join(substitution.shown)
     return result
+
+
+class _Substitution:
+    """One string's ``${...}`` references replaced: the result, and how to show it (with
+    each value from the environment as its ``${NAME}``)."""
+
+    def __init__(self, path: ConfigPath, environ: Mapping[str, str], source: Source) -> None:
+        self.path = path
+        self.environ = environ
+        self.source = source
+        self.out: list[str] = []
+        self.shown: list[str] = []
+        self.from_env = False
+        self.substituted = False
+
+    def add(self, text: str, shown: str | None = None) -> None:
+        self.out.append(text)
+        self.shown.append(text if shown is None else shown)
+
+    def fail(self, message: str) -> None:
+        self.source.error(self.path, message)
+        self.source.failed.add(self.path)
+
+    def run(self, text: str) -> str | None:
+        """``text`` substituted, or None when a reference in it is wrong (reported)."""
+        i = 0
+        while (j := text.find("$", i)) >= 0:
+            self.add(text[i:j])
+            if text.startswith("$${", j):
+                self.add("${", "$${")
+                i = j + 3
+            elif not text.startswith("${", j):
+                self.add("$")
+                i = j + 1
+            else:
+                after = self.reference(text, j)
+                if after is None:
+                    return None
+                i = after
+        self.add(text[i:])
+        return "".join(self.out)
+
+    def reference(self, text: str, start: int) -> int | None:
+        """Substitute the ``${...}`` at ``start``; where the text goes on, or None."""
+        end = text.find("}", start + 2)
+        if end < 0:
+            self.fail("unclosed '${': write '$${' for a literal '${'")
+            return None
+        name, has_default, default = text[start + 2 : end].partition(":-")
+        if not _VAR_NAME.fullmatch(name):
+            self.fail(
+                f"'${{{text[start + 2 : end]}}}' is not a substitution: write '${{NAME}}' or "
+                "'${NAME:-default}' (or '$${' for a literal '${')"
+            )
+            return None
+        found = self.environ.get(name)
+        if found is not None and not (has_default and not found):
+            self.from_env = True
+            if found:
+                self.source.secrets.add(found)
+            self.add(found, f"${{{name}}}")
+        elif has_default:
+            self.add(default)
+        else:
+            self.fail(
+                f"environment variable {name} is not set (give a default: '${{{name}:-default}}')"
+            )
+            return None
+        self.substituted = True
+        return end + 1

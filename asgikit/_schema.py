@@ -7,16 +7,11 @@ from typing import Annotated, Any, Final, Union
 
 import msgspec
 
-from asgikit.config import ServerConfig, _App, logging_options, telemetry_options
-from asgikit.registry import (
-    ENTRY_POINT_GROUP,
-    IMPORT_STRING_PATTERN,
-    Options,
-    Registry,
-    RegistryError,
-    options_of,
-    subscript,
-)
+from asgikit._config_model import AppKeys, ServerConfig
+from asgikit._config_observability import logging_options, telemetry_options
+from asgikit._import_string import IMPORT_STRING_PATTERN
+from asgikit.registry import ENTRY_POINT_GROUP, Registry, RegistryError
+from asgikit.signature import Options, options_of, subscript
 
 # --------------------------------------------------------------------------------------
 # JSON Schema
@@ -62,64 +57,8 @@ def json_schema(registry: Registry | None = None) -> dict[str, Any]:
     Args:
         registry: The names to cover; the built-ins and installed plug-ins by default.
     """
-    registry = registry or Registry()
-    entries: list[Any] = []
-    specs: dict[str, Options] = {}
-    unavailable = []
-    for name in registry.names():
-        try:
-            spec = options_of(registry.resolve(name).factory)
-        except RegistryError:
-            unavailable.append(name)
-            continue
-        entries.append(spec.struct(name))
-        specs[f"middleware.{name}"] = spec
-    specs["server"] = options_of(ServerConfig, takes_app=False)
-    server = msgspec.defstruct(
-        "server", specs["server"].fields(), kw_only=True, forbid_unknown_fields=True
-    )
-    specs["asgikit"] = options_of(_App, takes_app=False)
-    fields = [
-        *specs["asgikit"].fields(),
-        (
-            "server",
-            subscript(Annotated, server, msgspec.Meta(description=_doc_summary(ServerConfig))),
-            msgspec.field(default_factory=dict),
-        ),
-    ]
-    logging_spec = logging_options()
-    if logging_spec is not None:
-        specs["logging"] = logging_spec
-        logging = msgspec.defstruct(
-            "logging",
-            logging_spec.fields(),
-            kw_only=True,
-            forbid_unknown_fields=not logging_spec.extra,
-        )
-        description = "Arguments of asgikit.logging.configure: " + logging_spec.summary
-        fields.append(
-            (
-                "logging",
-                subscript(Annotated, logging, msgspec.Meta(description=description)),
-                msgspec.field(default_factory=dict),
-            )
-        )
-    telemetry_spec = telemetry_options()
-    specs["telemetry"] = telemetry_spec
-    telemetry = msgspec.defstruct(
-        "telemetry", telemetry_spec.fields(), kw_only=True, forbid_unknown_fields=True
-    )
-    description = (
-        "Arguments of asgikit.telemetry.configure, called at start-up when the table is "
-        "there: " + telemetry_spec.summary
-    )
-    fields.append(
-        (
-            "telemetry",
-            subscript(Annotated, telemetry, msgspec.Meta(description=description)),
-            msgspec.field(default_factory=dict),
-        )
-    )
+    entries, specs, unavailable = _middleware(registry or Registry())
+    fields = _top_level_fields(specs)
     items: Any = subscript(Union, *entries) if entries else dict[str, Any]
     fields.append(
         (
@@ -135,30 +74,9 @@ def json_schema(registry: Registry | None = None) -> dict[str, Any]:
     document = msgspec.defstruct("asgikit", fields, kw_only=True, forbid_unknown_fields=True)
     schema = msgspec.json.schema(document)
     definitions: dict[str, Any] = schema["$defs"]
-    for name, spec in specs.items():
-        definition = definitions[name]
-        for option, default in spec.defaults().items():
-            definition["properties"][option]["default"] = default
-        if spec.summary and name.startswith("middleware."):
-            definition["description"] = spec.summary
+    _add_defaults(definitions, specs)
     root: dict[str, Any] = definitions.pop("asgikit")
-    choices = root["properties"]["middleware"]["items"]
-    alternatives = choices.get("anyOf", [choices])
-    definitions[_IMPORT_ENTRY] = {
-        "title": "a middleware by import string",
-        "type": "object",
-        "properties": {
-            "use": {
-                "type": "string",
-                "pattern": IMPORT_STRING_PATTERN,
-                "description": "the middleware's import string, 'package.module:Class'",
-            }
-        },
-        "required": ["use"],
-    }
-    root["properties"]["middleware"]["items"] = {
-        "anyOf": [*alternatives, {"$ref": f"#/$defs/{_IMPORT_ENTRY}"}]
-    }
+    _add_import_string_entries(root, definitions)
     definitions[_SUBSTITUTION] = {
         "type": "string",
         "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}",
@@ -177,6 +95,93 @@ def json_schema(registry: Registry | None = None) -> dict[str, Any]:
         "$defs": definitions,
         "x-unavailable": unavailable,
         "x-entry-point-group": ENTRY_POINT_GROUP,
+    }
+
+
+def _middleware(registry: Registry) -> tuple[list[Any], dict[str, Options], list[str]]:
+    """A tagged struct per available name, their options, and the unavailable names."""
+    entries: list[Any] = []
+    specs: dict[str, Options] = {}
+    unavailable = []
+    for name in registry.names():
+        try:
+            spec = options_of(registry.resolve(name).factory)
+        except RegistryError:
+            unavailable.append(name)
+            continue
+        entries.append(spec.struct(name))
+        specs[f"middleware.{name}"] = spec
+    return entries, specs, unavailable
+
+
+def _table(
+    name: str, spec: Options, description: str, *, forbid_unknown_fields: bool
+) -> tuple[str, Any, Any]:
+    """The struct field of the table ``[name]``, which takes the options of ``spec``."""
+    struct = msgspec.defstruct(
+        name, spec.fields(), kw_only=True, forbid_unknown_fields=forbid_unknown_fields
+    )
+    annotated = subscript(Annotated, struct, msgspec.Meta(description=description))
+    return (name, annotated, msgspec.field(default_factory=dict))
+
+
+def _top_level_fields(specs: dict[str, Options]) -> list[tuple[str, Any, Any]]:
+    """The struct fields of the top-level keys and tables (``specs`` gets their options)."""
+    specs["server"] = options_of(ServerConfig, takes_app=False)
+    server = _table(
+        "server", specs["server"], _doc_summary(ServerConfig), forbid_unknown_fields=True
+    )
+    specs["asgikit"] = options_of(AppKeys, takes_app=False)
+    fields = [*specs["asgikit"].fields(), server]
+    logging_spec = logging_options()
+    if logging_spec is not None:
+        specs["logging"] = logging_spec
+        description = "Arguments of asgikit.logging.configure: " + logging_spec.summary
+        fields.append(
+            _table(
+                "logging",
+                logging_spec,
+                description,
+                forbid_unknown_fields=not logging_spec.extra,
+            )
+        )
+    telemetry_spec = specs["telemetry"] = telemetry_options()
+    description = (
+        "Arguments of asgikit.telemetry.configure, called at start-up when the table is "
+        "there: " + telemetry_spec.summary
+    )
+    fields.append(_table("telemetry", telemetry_spec, description, forbid_unknown_fields=True))
+    return fields
+
+
+def _add_defaults(definitions: dict[str, Any], specs: Mapping[str, Options]) -> None:
+    """Each option's default, and each middleware's summary, into its definition."""
+    for name, spec in specs.items():
+        definition = definitions[name]
+        for option, default in spec.defaults().items():
+            definition["properties"][option]["default"] = default
+        if spec.summary and name.startswith("middleware."):
+            definition["description"] = spec.summary
+
+
+def _add_import_string_entries(root: dict[str, Any], definitions: dict[str, Any]) -> None:
+    """Let a middleware entry name any import string, with any options."""
+    choices = root["properties"]["middleware"]["items"]
+    alternatives = choices.get("anyOf", [choices])
+    definitions[_IMPORT_ENTRY] = {
+        "title": "a middleware by import string",
+        "type": "object",
+        "properties": {
+            "use": {
+                "type": "string",
+                "pattern": IMPORT_STRING_PATTERN,
+                "description": "the middleware's import string, 'package.module:Class'",
+            }
+        },
+        "required": ["use"],
+    }
+    root["properties"]["middleware"]["items"] = {
+        "anyOf": [*alternatives, {"$ref": f"#/$defs/{_IMPORT_ENTRY}"}]
     }
 
 

@@ -19,6 +19,7 @@ import httpx
 import jsonschema
 import pytest
 
+import asgikit._config_observability as observability_module
 import asgikit.config as config_module
 from asgikit.cli import BEGIN, END, main, schema_markdown
 from asgikit.config import CONFIG_ENV, json_schema
@@ -255,7 +256,7 @@ def test_check_shows_the_logging_options_when_asgikit_has_logging(
     module = types.ModuleType("asgikit.logging")
     module.configure = configure  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "asgikit.logging", module)
-    monkeypatch.setattr(config_module, "_logging_module_exists", lambda: True)
+    monkeypatch.setattr(observability_module, "_logging_module_exists", lambda: True)
     path = write(tmp_path, 'app = "tests.test_cli:Anything"\n[logging]\nformat = "json"\n')
     status, out, _ = run("check", str(path))
     assert status == 0
@@ -266,7 +267,7 @@ def test_check_shows_the_logging_options_when_asgikit_has_logging(
 
 
 def test_check_without_asgikit_logging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_module, "_logging_module_exists", lambda: False)
+    monkeypatch.setattr(observability_module, "_logging_module_exists", lambda: False)
     path = write(tmp_path, 'app = "tests.test_cli:Anything"\n')
     status, out, _ = run("check", str(path))
     assert status == 0
@@ -519,7 +520,7 @@ def test_the_config_reference_in_the_docs_is_up_to_date() -> None:
 
 @pytest.fixture
 def fake_uvicorn(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, dict[str, Any]]]:
-    monkeypatch.setattr(config_module, "_logging_module_exists", lambda: False)
+    monkeypatch.setattr(observability_module, "_logging_module_exists", lambda: False)
     calls: list[tuple[Any, dict[str, Any]]] = []
     module = types.ModuleType("uvicorn")
     module.run = lambda app, **options: calls.append((app, options))  # type: ignore[attr-defined]
@@ -612,7 +613,7 @@ def test_serve_configures_logging_and_leaves_uvicorn_logging_to_it(
     module = types.ModuleType("asgikit.logging")
     module.configure = lambda **options: calls.append(options)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "asgikit.logging", module)
-    monkeypatch.setattr(config_module, "_logging_module_exists", lambda: True)
+    monkeypatch.setattr(observability_module, "_logging_module_exists", lambda: True)
     path = write(tmp_path, 'app = "tests.test_config:hello_app"\n[logging]\nformat = "json"\n')
     assert run("serve", str(path))[0] == 0
     assert calls == [{"format": "json"}]

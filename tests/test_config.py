@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import asgikit.config as config_module
-from asgikit._config_source import _toml_positions
+import asgikit._config_loader as loader_module
+import asgikit._config_observability as observability_module
+from asgikit._config_parse import toml_positions as _toml_positions
 from asgikit.config import (
     CONFIG_ENV,
     Config,
@@ -154,13 +155,13 @@ def fake_logging(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     module = types.ModuleType("asgikit.logging")
     module.configure = configure  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "asgikit.logging", module)
-    monkeypatch.setattr(config_module, "_logging_module_exists", lambda: True)
+    monkeypatch.setattr(observability_module, "_logging_module_exists", lambda: True)
     return calls
 
 
 @pytest.fixture
 def no_logging(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_module, "_logging_module_exists", lambda: False)
+    monkeypatch.setattr(observability_module, "_logging_module_exists", lambda: False)
 
 
 def write(tmp_path: Path, text: str, name: str = "asgikit.toml") -> Path:
@@ -623,7 +624,7 @@ def test_the_placeholder_app_is_never_served() -> None:
     import anyio
 
     with pytest.raises(RuntimeError, match="placeholder app"):
-        anyio.run(config_module._placeholder_app, {}, None, None)
+        anyio.run(loader_module._placeholder_app, {}, None, None)
 
 
 def test_yaml_keys_that_are_not_strings(tmp_path: Path) -> None:
@@ -845,7 +846,7 @@ def test_a_logging_module_without_configure_counts_as_none(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "asgikit.logging", types.ModuleType("asgikit.logging"))
-    monkeypatch.setattr(config_module, "_logging_module_exists", lambda: True)
+    monkeypatch.setattr(observability_module, "_logging_module_exists", lambda: True)
     assert logging_options() is None
 
 
@@ -1351,7 +1352,7 @@ def test_an_exporter_whose_extra_is_missing_fails_at_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(
-        config_module._EXPORTER_EXTRAS, "otlp", ("no_such_exporter_module_for_test", "otlp")
+        loader_module._EXPORTER_EXTRAS, "otlp", ("no_such_exporter_module_for_test", "otlp")
     )
     text = 'app = "x:y"\n\n[telemetry]\ntraces = "otlp"\n'
     assert problems(tmp_path, text) == [

@@ -1,0 +1,247 @@
+"""A parsed, substituted config document checked key by key and built into a ``Config``.
+
+Every ``use`` is resolved through the registry, each table is checked against the typed
+signature it is for (``asgikit._option_check``), and each middleware is instantiated
+once around a placeholder app so that its own ``__init__`` checks run. Problems are
+collected in the ``Source``, not raised: ``asgikit.config.load_config`` raises them all
+at once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from asgikit._config_model import (
+    TOP_KEYS,
+    AppKeys,
+    Config,
+    MiddlewareEntry,
+    ServerConfig,
+    canonical_name,
+)
+from asgikit._config_observability import logging_options, telemetry_options
+from asgikit._config_source import ConfigPath, Source, by_position
+from asgikit._option_check import OptionChecker, kind_of, suggestion
+from asgikit.pipeline import order_problems
+from asgikit.registry import Registry, RegistryError, Resolved
+from asgikit.signature import Options, options_of
+from asgikit.types import Receive, Scope, Send
+
+__all__ = ["Loader"]
+
+_EXPORTER_EXTRAS: Final = {
+    "otlp": ("opentelemetry.exporter.otlp.proto.http", "otlp"),
+    "prometheus": ("opentelemetry.exporter.prometheus", "prometheus"),
+}
+"""The module each exporter needs, and the extra that installs it."""
+
+_APP_KEYS: Final = ("app", "factory", "app_dir", "wsgi")
+
+
+async def _placeholder_app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise RuntimeError("asgikit: the placeholder app only stands in while options are checked")
+
+
+class Loader:
+    """Builds the ``Config`` of one document, reporting every problem to ``source``.
+
+    Args:
+        source: The file being loaded.
+        base: The directory ``app_dir`` is relative to.
+        registry: Where ``use`` names are looked up.
+    """
+
+    def __init__(self, source: Source, base: Path, registry: Registry) -> None:
+        self.source = source
+        self.base = base
+        self.registry = registry
+        self.check = OptionChecker(source)
+
+    def document(self, data: Any) -> Config | None:
+        """The ``Config`` of ``data``, or None when anything in it is wrong."""
+        source = self.source
+        if not isinstance(data, dict):
+            source.error((), f"expected a table of keys at the top level, got {kind_of(data)}")
+            return None
+        for key in data:
+            if key not in TOP_KEYS:
+                source.error((key,), f"unknown key {key!r}" + suggestion(str(key), TOP_KEYS))
+        scalars = {key: data[key] for key in _APP_KEYS if key in data}
+        app = self.check.arguments((), scalars, options_of(AppKeys, takes_app=False), "the config")
+        server = self.server(data)
+        logging_arguments = self.logging(data)
+        telemetry_arguments = self.telemetry(data)
+        entries = self.middleware(data.get("middleware", []))
+        if source.issues or app is None or server is None or logging_arguments is None:
+            return None
+        app_dir = app.get("app_dir")
+        return Config(
+            path=Path(source.name),
+            app=app["app"],
+            factory=app.get("factory", False),
+            app_dir=None if app_dir is None else (self.base / app_dir).resolve(),
+            wsgi=app.get("wsgi", False),
+            server=server,
+            middleware=tuple(entries),
+            logging=logging_arguments,
+            telemetry=telemetry_arguments,
+            warnings=tuple(sorted(source.warnings, key=by_position)),
+            _source=source,
+        )
+
+    def table(self, key: str, data: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        value = data.get(key, {})
+        if isinstance(value, dict):
+            return value
+        self.source.error((key,), f"expected a table, got {kind_of(value)}")
+        return None
+
+    def server(self, data: Mapping[str, Any]) -> ServerConfig | None:
+        table = self.table("server", data)
+        if table is None:
+            return None
+        spec = options_of(ServerConfig, takes_app=False)
+        arguments = self.check.arguments(("server",), table, spec, "[server]")
+        return None if arguments is None else ServerConfig(**arguments)
+
+    def telemetry(self, data: Mapping[str, Any]) -> dict[str, Any] | None:
+        if "telemetry" not in data:
+            return None
+        table = self.table("telemetry", data)
+        if table is None:
+            return None
+        arguments = self.check.arguments(("telemetry",), table, telemetry_options(), "[telemetry]")
+        if arguments is None:
+            return None
+        if arguments.get("set_global") is False:
+            self.source.error(
+                ("telemetry", "set_global"),
+                "set_global = false leaves the providers to code: the middleware of a "
+                "config file use the global ones, so they would make no spans or metrics",
+            )
+        for key in ("traces", "metrics"):
+            extra = _EXPORTER_EXTRAS.get(arguments.get(key, ""))
+            if extra is not None and importlib.util.find_spec(extra[0]) is None:
+                self.source.error(
+                    ("telemetry", key),
+                    f"{key} = {arguments[key]!r} needs the {extra[1]} extra: "
+                    f"pip install 'asgikit[{extra[1]}]'",
+                )
+        return arguments
+
+    def logging(self, data: Mapping[str, Any]) -> dict[str, Any] | None:
+        if "logging" not in data:
+            return {}
+        table = self.table("logging", data)
+        if table is None:
+            return None
+        spec = logging_options()
+        if spec is None:
+            self.source.error(
+                ("logging",),
+                "[logging] configures asgikit.logging, which is not available in this "
+                "version of asgikit",
+            )
+            return None
+        return self.check.arguments(("logging",), table, spec, "[logging]")
+
+    def middleware(self, value: Any) -> list[MiddlewareEntry]:
+        if not isinstance(value, list):
+            self.source.error(
+                ("middleware",),
+                f"expected an array of tables ([[middleware]] entries), got {kind_of(value)}",
+            )
+            return []
+        entries = []
+        for index, raw in enumerate(value):
+            entry = self.entry(("middleware", index), raw)
+            if entry is not None:
+                entries.append(entry)
+        if len(entries) == len(value):
+            self.order(entries)
+        return entries
+
+    def entry(self, path: ConfigPath, raw: Any) -> MiddlewareEntry | None:
+        """One ``[[middleware]]`` entry resolved, checked and tried, or None."""
+        source = self.source
+        if not isinstance(raw, dict):
+            source.error(path, f"expected a table with 'use' and options, got {kind_of(raw)}")
+            return None
+        use = self.use(path, raw.get("use"))
+        found = None if use is None else self.resolve(path, use)
+        if use is None or found is None:
+            return None
+        resolved, spec = found
+        options = {key: value for key, value in raw.items() if key != "use"}
+        arguments = self.check.arguments(path, options, spec, resolved.name)
+        if arguments is None or not self.accepted(path, resolved, arguments):
+            return None
+        return MiddlewareEntry(
+            use=use,
+            resolved=resolved,
+            arguments=arguments,
+            written={key: source.written(value, (*path, key)) for key, value in options.items()},
+            from_env=frozenset(key for key in options if source.from_env((*path, key))),
+            spec=spec,
+            line=source.where(path)[0],
+        )
+
+    def use(self, path: ConfigPath, use: Any) -> str | None:
+        """The entry's ``use`` value, or None (reported) when it is not a string."""
+        source = self.source
+        if source.broken((*path, "use")):
+            return None
+        if isinstance(use, str):
+            return use
+        if use is None:
+            source.error(
+                path,
+                "missing 'use': a built-in name such as 'request_id', a plug-in's name "
+                "or an import string 'package.module:Class'",
+            )
+        else:
+            source.error((*path, "use"), f"expected a name or import string, got {kind_of(use)}")
+        return None
+
+    def resolve(self, path: ConfigPath, use: str) -> tuple[Resolved, Options] | None:
+        """What ``use`` names and the options it takes, or None (reported)."""
+        try:
+            resolved = self.registry.resolve(use)
+            spec = options_of(resolved.factory)
+        except RegistryError as exc:
+            self.source.error((*path, "use"), str(exc))
+            return None
+        if resolved.origin == "built-in":
+            shadowing = self.registry.shadowing(use)
+            if shadowing is not None:
+                self.source.warn((*path, "use"), shadowing)
+        return resolved, spec
+
+    def accepted(self, path: ConfigPath, resolved: Resolved, arguments: Mapping[str, Any]) -> bool:
+        """Whether the factory accepts ``arguments`` (tried around a placeholder app)."""
+        try:
+            resolved.factory(_placeholder_app, **arguments)
+        except Exception as exc:
+            text = str(exc) or type(exc).__name__
+            at = path
+            for key in arguments:
+                if re.match(rf"{re.escape(key)}\b", text):
+                    at = (*path, key)
+                    break
+            kind = "" if isinstance(exc, ValueError | TypeError) else f"{type(exc).__name__}: "
+            self.source.error(at, f"{resolved.name} rejects its options: {kind}{text}")
+            return False
+        return True
+
+    def order(self, entries: Sequence[MiddlewareEntry]) -> None:
+        names = [canonical_name(entry.resolved) for entry in entries]
+        for problem in order_problems(names):
+            self.source.warn(
+                ("middleware", problem.inner),
+                f"{problem.message}; list it after {names[problem.outer]} "
+                f"(middleware[{problem.outer}]), as in the canonical order",
+            )

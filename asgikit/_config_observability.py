@@ -1,0 +1,63 @@
+"""The ``[logging]`` and ``[telemetry]`` tables: the options they take, and applying them.
+
+A ``[logging]`` table holds the arguments of ``asgikit.logging.configure`` and a
+``[telemetry]`` table those of ``asgikit.telemetry.configure``; both are read from the
+functions' signatures, and the modules are imported only when needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+from typing import Any
+
+from asgikit._config_model import Config
+from asgikit.signature import Options, options_of
+
+__all__ = ["configure_logging", "configure_telemetry", "logging_options", "telemetry_options"]
+
+
+@functools.cache
+def _logging_module_exists() -> bool:
+    return importlib.util.find_spec("asgikit.logging") is not None
+
+
+def logging_options() -> Options | None:
+    """The options of ``asgikit.logging.configure``, or None when there is no such module."""
+    if not _logging_module_exists():
+        return None
+    configure = getattr(importlib.import_module("asgikit.logging"), "configure", None)
+    if not callable(configure):
+        return None
+    return options_of(configure, takes_app=False)
+
+
+def telemetry_options() -> Options:
+    """The options of ``asgikit.telemetry.configure`` a ``[telemetry]`` table can set."""
+    from asgikit.telemetry import configure  # the OpenTelemetry SDK loads on use
+
+    return options_of(configure, takes_app=False)
+
+
+def configure_telemetry(config: Config) -> Any:
+    """Call ``asgikit.telemetry.configure(**config.telemetry)`` when the file has a
+    ``[telemetry]`` table; its ``Telemetry`` (to shut down at exit), or None."""
+    if config.telemetry is None:
+        return None
+    from asgikit.telemetry import configure
+
+    return configure(**config.telemetry)
+
+
+def configure_logging(config: Config) -> bool:
+    """Call ``asgikit.logging.configure(**config.logging)`` if asgikit has that module.
+
+    Returns:
+        Whether logging was configured (otherwise structlog keeps its defaults).
+    """
+    if logging_options() is None:
+        return False
+    module = importlib.import_module("asgikit.logging")
+    module.configure(**config.logging)
+    return True
