@@ -28,6 +28,7 @@ __all__ = [
     "REQUEST_ID_REJECTED_KEY",
     "TIMEOUT_KEY",
     "derive_scope",
+    "end_chain",
     "innermost_with",
     "start_chain",
 ]
@@ -81,6 +82,18 @@ def start_chain(scope: Scope, changes: Mapping[str, Any] | None = None) -> Scope
     derived[CHAIN_KEY] = chain
     chain.append(derived)
     return derived
+
+
+def end_chain(scope: Scope) -> None:
+    """Empty the chain that *scope* (from :func:`start_chain`) holds.
+
+    The chain and the scopes in it refer to each other: a reference cycle that only the
+    garbage collector would break, once per request. The middleware that started the
+    chain calls this after the app returned and it read what it needed.
+    """
+    chain = scope.get(CHAIN_KEY)
+    if chain is not None:
+        chain.clear()
 
 
 def innermost_with(scope: Scope, keys: tuple[str, ...]) -> Scope:

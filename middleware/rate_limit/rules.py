@@ -370,9 +370,7 @@ def reset_seconds(quota: Quota, decision: Decision) -> int:
 def _member(rule: Rule, decision: Decision) -> bytes:
     if not decision.allowed:
         return rule.member % (0, retry_seconds(decision.retry_after))
-    # _until_more, inlined: this runs on every allowed response.
-    more = (decision.remaining + 1) * rule.interval - rule.tolerance + decision.reset
-    return rule.member % (decision.remaining, 0 if more <= 0.0 else math.ceil(more - 1e-9))
+    return rule.member % (decision.remaining, _until_more(rule.interval, rule.tolerance, decision))
 
 
 def rate_limit_value(rules: Sequence[Rule], decisions: Sequence[Decision]) -> bytes:

@@ -12,9 +12,10 @@ import pytest
 import structlog
 
 from asgikit.contract import enforce
-from asgikit.middleware.rate_limit.store import Decision, MemoryStore, Quota
 from asgikit.middleware.proxy_headers import ProxyHeadersMiddleware
 from asgikit.middleware.rate_limit import RateLimitMiddleware
+from asgikit.middleware.rate_limit.rules import build_rules
+from asgikit.middleware.rate_limit.store import Decision, MemoryStore, Quota
 from asgikit.testing import (
     LifespanFailed,
     Response,
@@ -114,20 +115,24 @@ class App:
 
 
 class RecordingStore:
-    """The real MemoryStore, with every acquire's keys written down."""
+    """The real MemoryStore, with every acquire's keys and every open and close written
+    down."""
 
     def __init__(self, store: Any) -> None:
         self.inner = store
         self.keys: list[str] = []
+        self.events: list[str] = []
 
     @property
     def round_trips(self) -> int:
         return int(self.inner.round_trips)
 
     async def open(self) -> None:
+        self.events.append("open")
         await self.inner.open()
 
     async def close(self) -> None:
+        self.events.append("close")
         await self.inner.close()
 
     async def acquire(self, checks: Sequence[tuple[str, Quota]]) -> list[Decision]:
@@ -477,11 +482,12 @@ async def test_websocket_method_rules_count_the_handshake_as_get() -> None:
 async def test_lifespan_passes_through_and_opens_then_closes_the_store() -> None:
     app = App()
     asgi, middleware = limited(app, rate="1/minute")
+    store = recording(middleware)
     async with lifespan(asgi) as session:
-        assert middleware._opened
+        assert store.events == ["open"]
         response = await request(asgi, state=session.state)
         assert response.status == 200
-    assert not middleware._opened
+    assert store.events == ["open", "close"]
     assert app.lifespan == ["lifespan.startup", "lifespan.shutdown"]
     assert [m["type"] for m in session.messages] == [
         "lifespan.startup.complete",
@@ -497,9 +503,10 @@ async def test_lifespan_failure_passes_through_and_still_closes() -> None:
         await send({"type": "lifespan.shutdown.failed", "message": "boom"})
 
     asgi, middleware = limited(failing, rate="1/minute")
+    store = recording(middleware)
     with pytest.raises(LifespanFailed, match="boom"):
         await run_lifespan(asgi)
-    assert not middleware._opened
+    assert store.events == ["open", "close"]
 
 
 async def test_failed_startup_closes_the_store_again() -> None:
@@ -508,16 +515,19 @@ async def test_failed_startup_closes_the_store_again() -> None:
         await send({"type": "lifespan.startup.failed", "message": "no database"})
 
     asgi, middleware = limited(failing, rate="1/minute")
+    store = recording(middleware)
     with pytest.raises(LifespanFailed, match="no database"):
         await run_lifespan(asgi)
-    assert not middleware._opened
+    assert store.events == ["open", "close"]
 
 
 async def test_store_opens_lazily_on_the_first_request() -> None:
     asgi, middleware = limited(rate="5/minute")
-    assert not middleware._opened
+    store = recording(middleware)
     await request(asgi)
-    assert middleware._opened
+    assert store.events == ["open"]
+    await request(asgi)
+    assert store.events == ["open"]
 
 
 async def test_unknown_scope_types_pass_through() -> None:
@@ -599,8 +609,9 @@ def test_rejection_status_and_headers_come_from_one_place() -> None:
     # Retry-After is an integer >= every denied rule's t, whatever the decisions.
     from asgikit.middleware.rate_limit import _rejection
 
-    middleware = RateLimitMiddleware(App(), rules=[{"name": "a", "rate": "1/s"}])
-    rules = middleware._rules.rules
+    rules = build_rules(
+        [{"name": "a", "rate": "1/s"}], rate=None, burst=None, key="client", ipv6_prefix=64
+    ).rules
     for retry in (0.0001, 0.5, 1.0, 1.0000001, 59.99, 3600.2):
         fields, _ = _rejection(http_scope(), rules, [Decision(False, 0, retry, retry)], True)
         found = dict(fields)
