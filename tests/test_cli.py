@@ -19,8 +19,8 @@ import httpx
 import jsonschema
 import pytest
 
-import asgikit._config_observability as observability_module
 import asgikit.config as config_module
+import asgikit.config.observability as observability_module
 from asgikit.cli import BEGIN, END, main, schema_markdown
 from asgikit.config import CONFIG_ENV, json_schema
 from asgikit.registry import Registry

@@ -14,9 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import asgikit._config_loader as loader_module
-import asgikit._config_observability as observability_module
-from asgikit._config_parse import toml_positions as _toml_positions
+import asgikit.config.loader as loader_module
+import asgikit.config.observability as observability_module
 from asgikit.config import (
     CONFIG_ENV,
     Config,
@@ -32,6 +31,7 @@ from asgikit.config import (
     load_config,
     logging_options,
 )
+from asgikit.config.parse import toml_positions as _toml_positions
 from asgikit.middleware.proxy_headers import ProxyHeadersMiddleware
 from asgikit.middleware.request_id import RequestIDMiddleware, uuid7_hex
 from asgikit.pipeline import PipelineWarning

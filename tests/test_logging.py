@@ -19,8 +19,8 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import asgikit._log_console
 import asgikit.logging
+import asgikit.logging.console
 from asgikit.contract import enforce
 from asgikit.logging import (
     AccessLineFormatter,
@@ -450,7 +450,7 @@ def test_other_events_pass_untouched() -> None:
 
 def traceback_text(error: BaseException) -> str:
     sio = io.StringIO()
-    asgikit._log_console.escaped_traceback(sio, (type(error), error, error.__traceback__))
+    asgikit.logging.console.escaped_traceback(sio, (type(error), error, error.__traceback__))
     return sio.getvalue()
 
 

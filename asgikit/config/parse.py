@@ -13,7 +13,7 @@ import re
 import tomllib
 from typing import Any, Final
 
-from asgikit._config_source import ConfigPath, Issue, Positions, Source
+from asgikit.config.source import ConfigPath, Issue, Positions, Source
 
 __all__ = ["TomlScanner", "parse_toml", "parse_yaml", "toml_positions"]
 

@@ -1,6 +1,6 @@
 """What a loaded config file is: ``Config``, its ``[server]`` table and its middleware.
 
-``asgikit.config`` re-exports the public classes; ``asgikit._config_loader`` builds them.
+``asgikit.config`` re-exports the public classes; ``asgikit.config.loader`` builds them.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Annotated, Any, Final, Literal, TypeAlias
 
 import msgspec
 
-from asgikit._config_source import ConfigPath, Issue, Source
 from asgikit._import_string import ImportString
+from asgikit.config.source import ConfigPath, Issue, Source
 from asgikit.pipeline import Layer, Pipeline
 from asgikit.registry import Resolved
 from asgikit.signature import Options

@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 
-from asgikit._testing_scopes import lifespan_scope
+from asgikit.testing.scopes import lifespan_scope
 from asgikit.types import ASGIApp, Message, Scope
 
 __all__ = ["LifespanFailed", "LifespanSession", "lifespan", "run_lifespan"]

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Final, TextIO
 
-from asgikit._cli_shared import CONFIG_HELP, load, toml, url
+from asgikit.cli.shared import CONFIG_HELP, load, toml, url
 from asgikit.config import (
     Config,
     MiddlewareEntry,

@@ -26,7 +26,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-from asgikit._telemetry_exporters import (
+from asgikit.telemetry.exporters import (
     MetricsExporter,
     SamplerName,
     TracesExporter,
@@ -38,7 +38,7 @@ from asgikit._telemetry_exporters import (
     span_processor,
     traces_exporters,
 )
-from asgikit._telemetry_prometheus import (
+from asgikit.telemetry.prometheus import (
     MetricsEndpoint,
     MissingExtraError,
     PrometheusServer,

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
 )
 
-from asgikit._telemetry_prometheus import OTLP_INSTALL, MissingExtraError
+from asgikit.telemetry.prometheus import OTLP_INSTALL, MissingExtraError
 
 __all__ = [
     "MetricsExporter",

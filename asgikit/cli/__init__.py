@@ -12,11 +12,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from asgikit import _cli_check, _cli_schema, _cli_serve
-from asgikit._cli_schema import BEGIN as BEGIN
-from asgikit._cli_schema import END as END
-from asgikit._cli_schema import schema_markdown
-from asgikit._cli_shared import UsageError
+from asgikit.cli import check, schema, serve
+from asgikit.cli.schema import BEGIN as BEGIN
+from asgikit.cli.schema import END as END
+from asgikit.cli.schema import schema_markdown
+from asgikit.cli.shared import UsageError
 from asgikit.config import ConfigError
 
 __all__ = ["main", "schema_markdown"]
@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"asgikit {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-    _cli_serve.add_parser(commands)
-    _cli_check.add_parser(commands)
-    _cli_schema.add_parser(commands)
+    serve.add_parser(commands)
+    check.add_parser(commands)
+    schema.add_parser(commands)
     return parser

@@ -10,8 +10,9 @@ The console pieces are processors that can be used in a hand-built chain too:
 ``EscapeControlCharacters`` (one event stays one line, whatever the client sent) and
 ``AccessLineFormatter`` (``GET /items/42 200 3.1ms 1.2KB`` for access events).
 
-The pieces live in ``_log_names`` (event, field and level names), ``_log_console`` and
-``_log_json`` (the renderers' processors); this module sets them up and re-exports them.
+The pieces live beside this module: ``names`` (event, field and level names),
+``console`` and ``json_lines`` (the renderers' processors); this module sets them up and
+re-exports them.
 """
 
 from __future__ import annotations
@@ -29,15 +30,15 @@ import structlog
 from structlog.contextvars import bind_contextvars, merge_contextvars, reset_contextvars
 from structlog.typing import Processor
 
-from asgikit._log_console import (
+from asgikit.logging.console import (
     CONSOLE_DETAILS,
     AccessLineFormatter,
     EscapeControlCharacters,
     escape_control_characters,
     escaped_traceback,
 )
-from asgikit._log_json import JSONRenderer, UTCTimeStamper
-from asgikit._log_names import HTTP_EVENT, LEVELS, WEBSOCKET_EVENT, Field
+from asgikit.logging.json_lines import JSONRenderer, UTCTimeStamper
+from asgikit.logging.names import HTTP_EVENT, LEVELS, WEBSOCKET_EVENT, Field
 
 __all__ = [
     "CONSOLE_DETAILS",

@@ -1,6 +1,6 @@
 """A config file while it loads: its issues, where each key is, ``${VAR}`` substitution.
 
-``Source`` holds the key positions (found by ``asgikit._config_parse``) so that every
+``Source`` holds the key positions (found by ``asgikit.config.parse``) so that every
 issue names its line and column. Values substituted from the environment are
 remembered, so no message ever echoes them.
 """

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from asgikit._cli_shared import UsageError, toml
+from asgikit.cli.shared import UsageError, toml
 from asgikit.config import json_schema
 from asgikit.registry import ENTRY_POINT_GROUP, Registry
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from asgikit._cli_shared import CONFIG_HELP, UsageError, load, url
+from asgikit.cli.shared import CONFIG_HELP, UsageError, load, url
 from asgikit.config import (
     CONFIG_ENV,
     Config,

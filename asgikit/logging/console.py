@@ -15,7 +15,7 @@ from typing import IO, Final
 import structlog
 from structlog.typing import EventDict, ExcInfo, WrappedLogger
 
-from asgikit._log_names import ACCESS_FIELDS, HTTP_EVENT, WEBSOCKET_EVENT, Field
+from asgikit.logging.names import ACCESS_FIELDS, HTTP_EVENT, WEBSOCKET_EVENT, Field
 
 __all__ = [
     "CONSOLE_DETAILS",

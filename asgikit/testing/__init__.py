@@ -17,9 +17,9 @@ public face.
 
 from __future__ import annotations
 
-from asgikit._testing_http import ClientDisconnected, Response, request
-from asgikit._testing_lifespan import LifespanFailed, LifespanSession, lifespan, run_lifespan
-from asgikit._testing_scopes import (
+from asgikit.testing.http import ClientDisconnected, Response, request
+from asgikit.testing.lifespan import LifespanFailed, LifespanSession, lifespan, run_lifespan
+from asgikit.testing.scopes import (
     ALL_HTTP_EXTENSIONS,
     DISCONNECT,
     Disconnect,
@@ -27,8 +27,8 @@ from asgikit._testing_scopes import (
     lifespan_scope,
     websocket_scope,
 )
-from asgikit._testing_scopes import HeadersArg as HeadersArg
-from asgikit._testing_websocket import WebSocketSession, websocket
+from asgikit.testing.scopes import HeadersArg as HeadersArg
+from asgikit.testing.websocket import WebSocketSession, websocket
 
 __all__ = [
     "ALL_HTTP_EXTENSIONS",

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Final, Union
 
 import msgspec
 
-from asgikit._config_model import AppKeys, ServerConfig
-from asgikit._config_observability import logging_options, telemetry_options
 from asgikit._import_string import IMPORT_STRING_PATTERN
+from asgikit.config.model import AppKeys, ServerConfig
+from asgikit.config.observability import logging_options, telemetry_options
 from asgikit.registry import ENTRY_POINT_GROUP, Registry, RegistryError
 from asgikit.signature import Options, options_of, subscript
 

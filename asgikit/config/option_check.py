@@ -16,8 +16,8 @@ from typing import Annotated, Any, Final, Literal, Union
 
 import msgspec
 
-from asgikit._config_source import ConfigPath, Source
 from asgikit._import_string import ImportString, RegistryError
+from asgikit.config.source import ConfigPath, Source
 from asgikit.signature import Option, Options
 
 __all__ = ["FAILED", "OptionChecker", "kind_of", "suggestion"]

@@ -1,7 +1,7 @@
 """A parsed, substituted config document checked key by key and built into a ``Config``.
 
 Every ``use`` is resolved through the registry, each table is checked against the typed
-signature it is for (``asgikit._option_check``), and each middleware is instantiated
+signature it is for (``asgikit.config.option_check``), and each middleware is instantiated
 once around a placeholder app so that its own ``__init__`` checks run. Problems are
 collected in the ``Source``, not raised: ``asgikit.config.load_config`` raises them all
 at once.
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from asgikit._config_model import (
+from asgikit.config.model import (
     TOP_KEYS,
     AppKeys,
     Config,
@@ -23,9 +23,9 @@ from asgikit._config_model import (
     ServerConfig,
     canonical_name,
 )
-from asgikit._config_observability import logging_options, telemetry_options
-from asgikit._config_source import ConfigPath, Source, by_position
-from asgikit._option_check import OptionChecker, kind_of, suggestion
+from asgikit.config.observability import logging_options, telemetry_options
+from asgikit.config.option_check import OptionChecker, kind_of, suggestion
+from asgikit.config.source import ConfigPath, Source, by_position
 from asgikit.pipeline import order_problems
 from asgikit.registry import Registry, RegistryError, Resolved
 from asgikit.signature import Options, options_of

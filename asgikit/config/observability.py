@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 from typing import Any
 
-from asgikit._config_model import Config
+from asgikit.config.model import Config
 from asgikit.signature import Options, options_of
 
 __all__ = ["configure_logging", "configure_telemetry", "logging_options", "telemetry_options"]

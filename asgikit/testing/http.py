@@ -10,7 +10,7 @@ from typing import Any, Literal
 import anyio
 import anyio.lowlevel
 
-from asgikit._testing_scopes import Disconnect, HeadersArg, http_scope
+from asgikit.testing.scopes import Disconnect, HeadersArg, http_scope
 from asgikit.types import ASGIApp, Message, Scope
 
 __all__ = ["ClientDisconnected", "Response", "request"]

@@ -10,8 +10,8 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from asgikit._testing_http import Response
-from asgikit._testing_scopes import DISCONNECT, Disconnect, HeadersArg, websocket_scope
+from asgikit.testing.http import Response
+from asgikit.testing.scopes import DISCONNECT, Disconnect, HeadersArg, websocket_scope
 from asgikit.types import ASGIApp, Message, Scope
 
 __all__ = ["WebSocketSession", "websocket"]

@@ -9,10 +9,10 @@ and raised at once as a ``ConfigError``, each with the file, line and column of 
 (the source is scanned a second time to find them: tomllib gives no positions). Values
 that came from the environment are never echoed in a message.
 
-The pieces live in private modules: ``_config_parse`` (text to data, with positions),
-``_config_source`` (issues, substitution), ``_config_loader`` and ``_option_check``
-(checking), ``_config_model`` (the classes), ``_config_observability`` (the
-``[logging]`` and ``[telemetry]`` tables). This module loads, builds and serves.
+The pieces live beside this module: ``parse`` (text to data, with positions),
+``source`` (issues, substitution), ``loader`` and ``option_check`` (checking), ``model``
+(the classes), ``observability`` (the ``[logging]`` and ``[telemetry]`` tables),
+``schema`` (the JSON Schema). This module loads and builds.
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from asgikit._config_loader import Loader
-from asgikit._config_model import Config, MiddlewareEntry, ServerConfig
-from asgikit._config_observability import (
+from asgikit.config.loader import Loader
+from asgikit.config.model import Config, MiddlewareEntry, ServerConfig
+from asgikit.config.observability import (
     configure_logging,
     configure_telemetry,
     logging_options,
     telemetry_options,
 )
-from asgikit._config_parse import parse_toml, parse_yaml
-from asgikit._config_source import ConfigError, Issue, Source, by_position, substitute
-from asgikit._option_check import kind_of
+from asgikit.config.option_check import kind_of
+from asgikit.config.parse import parse_toml, parse_yaml
+from asgikit.config.source import ConfigError, Issue, Source, by_position, substitute
 from asgikit.pipeline import PipelineWarning
 from asgikit.registry import Registry, RegistryError, import_object
 from asgikit.types import ASGIApp
@@ -117,8 +117,8 @@ def _read(file: Path, name: str, suffix: str) -> str:
 
 
 def json_schema(registry: Registry | None = None) -> dict[str, Any]:
-    """The JSON Schema of config files (see ``asgikit._schema``)."""
-    from asgikit._schema import json_schema as build_schema  # the schema code loads on use
+    """The JSON Schema of config files (see ``asgikit.config.schema``)."""
+    from asgikit.config.schema import json_schema as build_schema  # the schema code loads on use
 
     return build_schema(registry)
 
