@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any, Final
 
 import opentelemetry.context
-from opentelemetry.context import Context
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import SpanContext, get_current_span
 
 from asgikit.scopes import CHAIN_KEY
@@ -35,25 +32,8 @@ __all__ = [
 ]
 
 
-def _context_getter() -> Callable[[], Context]:
-    """``opentelemetry.context.get_current``, or what it ends up calling when it can.
-
-    The API reads the current context through two Python calls to its runtime context.
-    With the default runtime context (contextvars), the ContextVar it wraps is read
-    directly: the same value, for a fraction of the cost, on every request. Any other
-    runtime context (``OTEL_PYTHON_CONTEXT``), or an API that no longer keeps the
-    variable where it did, goes through ``get_current`` as usual.
-    """
-    runtime = getattr(opentelemetry.context, "_RUNTIME_CONTEXT", None)
-    if type(runtime) is ContextVarsRuntimeContext:
-        var = getattr(runtime, "_current_context", None)
-        if isinstance(var, ContextVar):
-            return var.get
-    return opentelemetry.context.get_current
-
-
-current_otel_context: Final = _context_getter()
-"""The current OpenTelemetry context (``opentelemetry.context.get_current``)."""
+current_otel_context: Final = opentelemetry.context.get_current
+"""The current OpenTelemetry context. An empty one (falsy) means nothing is traced."""
 
 
 def current_span_context() -> SpanContext | None:

@@ -13,14 +13,14 @@ from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.trace import ProxyTracerProvider
 
 from asgikit.observe import Exchange, current_span_context, route_of
-from asgikit.options import string_list
+from asgikit.options import bounded_int, flag, string_list
 from asgikit.redact import (
     ALWAYS_REDACTED_HEADERS,
     DEFAULT_REDACTED_QUERY_PARAMS,
     header_names,
     truncate,
 )
-from asgikit.scopes import CHAIN_KEY, PEER_KEY, REQUEST_ID_KEY
+from asgikit.scopes import CHAIN_KEY, PEER_KEY, REQUEST_ID_KEY, end_chain, start_chain
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
 from .records import MAX_TRACEBACK, Record, Renderer
@@ -35,12 +35,21 @@ _now = time.perf_counter
 _time_ns = time.time_ns
 
 
-def _count(value: Any, option: str, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{option} must be an int, not {value!r}")
-    if value < least:
-        raise ValueError(f"{option} must be at least {least}, not {value}")
-    return value
+def _check_path(path: object) -> None:
+    if not isinstance(path, str):
+        raise TypeError(f"path must be a str, not {path!r}")
+    if not (path.startswith("/") and path.endswith("/") and len(path) > 2 and path.isascii()):
+        raise ValueError(f"path must start and end with '/', like '/_asgikit/', not {path!r}")
+
+
+def _check_provider(tracer_provider: object) -> None:
+    if tracer_provider is not None and not callable(
+        getattr(tracer_provider, "add_span_processor", None)
+    ):
+        raise TypeError(
+            "tracer_provider: expected an OpenTelemetry SDK TracerProvider "
+            f"(with add_span_processor), not {tracer_provider!r}"
+        )
 
 
 def _error(exc: BaseException, limit: int) -> tuple[str, str, str]:
@@ -116,31 +125,24 @@ class DevInspectorMiddleware:
         max_spans: int = 1000,
         max_field_length: int = 1024,
     ) -> None:
-        if not isinstance(path, str):
-            raise TypeError(f"path must be a str, not {path!r}")
-        if not (path.startswith("/") and path.endswith("/") and len(path) > 2 and path.isascii()):
-            raise ValueError(f"path must start and end with '/', like '/_asgikit/', not {path!r}")
-        for option, flag in (("enabled", enabled), ("allow_non_loopback", allow_non_loopback)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{option}: expected a bool, not {flag!r}")
-        _count(max_requests, "max_requests", 1)
-        _count(max_spans, "max_spans", 1)
-        _count(max_field_length, "max_field_length", 16)
-        if tracer_provider is not None and not callable(
-            getattr(tracer_provider, "add_span_processor", None)
-        ):
-            raise TypeError(
-                "tracer_provider: expected an OpenTelemetry SDK TracerProvider "
-                f"(with add_span_processor), not {tracer_provider!r}"
-            )
-        redacted = frozenset(
-            [name.encode("ascii") for name in ALWAYS_REDACTED_HEADERS]
-            + header_names(redact_headers, "redact_headers")
+        _check_path(path)
+        flag(enabled, "enabled")
+        flag(allow_non_loopback, "allow_non_loopback")
+        bounded_int(max_requests, "max_requests", 1)
+        bounded_int(max_spans, "max_spans", 1)
+        bounded_int(max_field_length, "max_field_length", 16)
+        _check_provider(tracer_provider)
+        renderer = Renderer(
+            limit=max_field_length,
+            redacted_headers=frozenset(
+                [name.encode("ascii") for name in ALWAYS_REDACTED_HEADERS]
+                + header_names(redact_headers, "redact_headers")
+            ),
+            query_params=[
+                *DEFAULT_REDACTED_QUERY_PARAMS,
+                *string_list(redact_query_params, "redact_query_params"),
+            ],
         )
-        query_params = [
-            *DEFAULT_REDACTED_QUERY_PARAMS,
-            *string_list(redact_query_params, "redact_query_params"),
-        ]
         self.app = app
         self._path = path
         self._bare = path[:-1]
@@ -163,9 +165,7 @@ class DevInspectorMiddleware:
         self._endpoints = Endpoints(
             ring=self._ring,
             store=self._store,
-            renderer=Renderer(
-                limit=max_field_length, redacted_headers=redacted, query_params=query_params
-            ),
+            renderer=renderer,
             tracing=self._is_tracing,
             max_rows=max_requests,
         )
@@ -220,11 +220,8 @@ class DevInspectorMiddleware:
     async def _recorded(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = _now()
         started_ns = _time_ns()
-        chain: list[Scope] | None = None  # the one this call starts, cleared at the end
-        if CHAIN_KEY not in scope:  # asgikit.scopes.start_chain, inlined
-            chain = []
-            scope = {**scope, CHAIN_KEY: chain}
-            chain.append(scope)
+        started = CHAIN_KEY not in scope
+        scope = start_chain(scope)
         ex = Exchange(send, receive, _now, spans=True)
         ex.span_context = current_span_context()  # on entry; the one at the start wins
         # The first span started inside, for a request that fails before it responds.
@@ -266,8 +263,8 @@ class DevInspectorMiddleware:
                     disconnected=ex.disconnected,
                 )
             )
-            if chain is not None:
-                chain.clear()  # a scope-chain cycle, broken (see asgikit.scopes)
+            if started:
+                end_chain(scope)
 
     @staticmethod
     def _facts(scope: Scope) -> dict[str, Any]:

@@ -26,10 +26,10 @@ import asgikit.logging
 from asgikit.contract import enforce
 from asgikit.middleware import ProxyHeadersMiddleware, RequestIDMiddleware
 from asgikit.middleware import access_log as access_log_module
-from asgikit.observe import route_template
-from asgikit.redact import DEFAULT_REDACTED_QUERY_PARAMS, QueryRedactor, truncate
 from asgikit.middleware.access_log import AccessLogMiddleware
 from asgikit.middleware.timeout import TimeoutMiddleware
+from asgikit.observe import route_template
+from asgikit.redact import DEFAULT_REDACTED_QUERY_PARAMS, QueryRedactor, truncate
 from asgikit.testing import (
     ALL_HTTP_EXTENSIONS,
     DISCONNECT,

@@ -8,8 +8,8 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
-from asgikit.redact import ALWAYS_REDACTED_HEADERS, REDACTED
 from asgikit.middleware.inspector.records import MAX_HEADERS
+from asgikit.redact import ALWAYS_REDACTED_HEADERS, REDACTED
 from asgikit.types import Receive, Scope, Send
 
 from .test_inspector import detail, get, hello, inspector, listed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import tracemalloc
 from typing import Any
 
 import anyio
@@ -12,8 +13,8 @@ from hypothesis import strategies as st
 
 from asgikit.contract import enforce
 from asgikit.hosts import parse_host
-from asgikit.middleware.proxy_headers.forwarded import MAX_BYTES, MAX_HOPS
 from asgikit.middleware.proxy_headers import PEER_SCOPE_KEY, ProxyHeadersMiddleware
+from asgikit.middleware.proxy_headers.forwarded import MAX_BYTES, MAX_HOPS
 from asgikit.testing import (
     ClientDisconnected,
     http_scope,
@@ -728,8 +729,44 @@ async def test_caches_stay_bounded_and_keep_answering_right() -> None:
             stranger = http_scope(headers=xff(hop), client=(f"11.0.{i // 256}.{i % 256}", 1))
             await middleware(stranger, _receive_nothing, _ignore)
             assert recorder.scopes[-1] is stranger
-    assert 0 < len(middleware._peers) <= 1024
-    assert 0 < len(middleware._results) <= 1024
+
+
+def _retained_by_proxy_headers(snapshot: tracemalloc.Snapshot) -> int:
+    """Bytes allocated by the middleware's own module and still alive."""
+    here = ProxyHeadersMiddleware.__init__.__code__.co_filename
+    return sum(
+        stat.size for stat in snapshot.statistics("filename") if stat.traceback[0].filename == here
+    )
+
+
+async def _distinct_clients(
+    middleware: ProxyHeadersMiddleware, start: int, count: int, long: bool
+) -> None:
+    for i in range(start, start + count):
+        peer = f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"
+        hop = f"203.0.{i // 256 % 256}.{i % 256}"
+        headers = [("forwarded", f'for="_{i:0600d}";proto=https')] if long else xff(hop)
+        scope = http_scope(headers=headers, client=(peer, 1))
+        await middleware(scope, _receive_nothing, _ignore)
+
+
+@pytest.mark.parametrize("long", [False, True], ids=["short", "long headers"])
+async def test_memory_stays_bounded_however_many_clients_and_header_sets(long: bool) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        pass  # keeps nothing
+
+    middleware = ProxyHeadersMiddleware(app, trusted_proxies="10.0.0.0/8")
+    tracemalloc.start()
+    try:
+        await _distinct_clients(middleware, 0, 3000, long)
+        first = _retained_by_proxy_headers(tracemalloc.take_snapshot())
+        await _distinct_clients(middleware, 3000, 6000, long)
+        second = _retained_by_proxy_headers(tracemalloc.take_snapshot())
+    finally:
+        tracemalloc.stop()
+    # Three times the clients, and what the middleware keeps does not grow with them
+    # (unbounded caches would hold about three times as much).
+    assert second < first * 1.5 + 64 * 1024, (first, second)
 
 
 async def test_cached_results_follow_the_scope_they_are_applied_to() -> None:
@@ -743,7 +780,6 @@ async def test_cached_results_follow_the_scope_they_are_applied_to() -> None:
     assert first["client"] == second["client"] == third["client"] == ("203.0.113.7", 0)
     assert (first[PEER_SCOPE_KEY], second[PEER_SCOPE_KEY]) == (PROXY, ("::1", 2))
     assert (first["scheme"], third["scheme"]) == ("https", "wss")
-    assert len(middleware._results) == 1
 
 
 async def test_long_header_sets_are_not_cached() -> None:
@@ -752,7 +788,6 @@ async def test_long_header_sets_are_not_cached() -> None:
     value = 'for="' + "_" + "x" * 600 + '";proto=https'
     await middleware(http_scope(headers=[("forwarded", value)]), _receive_nothing, _ignore)
     assert recorder.scopes[-1]["scheme"] == "https"
-    assert middleware._results == {}
 
 
 # ---- any bytes --------------------------------------------------------------------------
