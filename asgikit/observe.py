@@ -1,4 +1,4 @@
-"""What an observing middleware learns of one HTTP exchange, from its messages.
+"""The observation core: what an observing middleware learns of one request or websocket.
 
 The access log, tracing and the inspector each watch the same things go by: the status,
 when the response started and when it completed (the final body, a ``pathsend``, the
@@ -7,6 +7,10 @@ watcher, once: its ``send`` and ``receive`` stand in for the server's, and its
 attributes hold what they saw. Bytes are counted once they are out; a send that fails
 with ``OSError`` (the client is gone, contract H7) marks the exchange disconnected and
 keeps the error in ``gone`` so the caller can tell it from the app's own.
+``WebSocketExchange`` is the same for a websocket; ``route_of`` reads the route template
+the framework matched, through the scope chain (``asgikit.scopes``).
+
+Public for anyone writing a middleware on the kit; docs/architecture.md shows one.
 """
 
 from __future__ import annotations
@@ -63,6 +67,21 @@ class Exchange:
         files: Count the bytes of ``pathsend`` and ``zerocopysend`` files (a ``stat``).
         on_message: Called with each message's type and body bytes once it went through,
             both ways (span events).
+
+    Attributes:
+        status: The response status, once ``http.response.start`` went out.
+        first_byte: ``clock()`` when the response started.
+        end: ``clock()`` when the response completed; None while it has not.
+        complete: The response completed (final body, ``pathsend``, last trailers).
+        received: Request body bytes the app received.
+        sent: Response body bytes that went out (files counted from the file).
+        response_headers: The response start's headers.
+        disconnected: The client left (``http.disconnect`` before the end, or a send
+            that failed with ``OSError``).
+        gone: The ``OSError`` a send raised when the client had left, else None.
+        span_context: The span current at the response start (with ``spans``).
+        trailers: The response announced trailers.
+        final_sent: The last body went out (trailers may follow).
     """
 
     __slots__ = (

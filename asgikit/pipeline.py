@@ -38,7 +38,7 @@ CANONICAL_ORDER: Final = (
     "timeout",
     "compression",
 )
-"""The built-ins, outermost first, as DESIGN.md orders them."""
+"""The built-ins, outermost first, as docs/architecture.md orders them."""
 
 ORDER_RULES: Final[tuple[tuple[str, str, str], ...]] = (
     # (belongs outside, belongs inside, what is lost when the second is outside the first)

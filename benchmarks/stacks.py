@@ -5,7 +5,7 @@ Three apps around one Starlette endpoint that answers ``GET /items/{item_id}`` w
 have work to do:
 
 - ``bare``: the endpoint alone;
-- ``asgikit_stack``: every asgikit middleware in DESIGN.md's canonical order, with
+- ``asgikit_stack``: every asgikit middleware in the canonical order (docs/architecture.md), with
   production settings (JSON access log to a file, spans batched to an exporter, a
   memory rate limit high enough never to reject);
 - ``anchor_stack``: what users assemble today for the same features: OpenTelemetry's

@@ -1401,3 +1401,28 @@ def test_set_global_false_is_refused_in_a_file(tmp_path: Path) -> None:
         "the middleware of a config file use the global ones, so they would make no spans "
         "or metrics"
     ]
+
+
+def test_an_option_under_its_deprecated_name_is_a_warning_at_its_line(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """\
+        app = "x:y"
+        [[middleware]]
+        use = "rate_limit"
+        rate = "10/minute"
+        exempt = ["/health"]
+        shadow = true
+        """,
+        registry=Registry(),
+    )
+    exempt, shadow = config.warnings
+    assert str(exempt) == (
+        f"{tmp_path / 'asgikit.toml'}:5:1: warning: middleware[0].exempt: rate_limit: exempt "
+        "is deprecated, use exclude_paths (the same meaning); exempt will be removed"
+    )
+    assert "middleware[0].shadow: rate_limit: shadow is deprecated, use report_only" in str(
+        shadow
+    )
+    [entry] = config.middleware
+    assert entry.arguments["exempt"] == ["/health"]  # still applied, under its new name

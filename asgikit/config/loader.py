@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -222,19 +223,31 @@ class Loader:
         return resolved, spec
 
     def accepted(self, path: ConfigPath, resolved: Resolved, arguments: Mapping[str, Any]) -> bool:
-        """Whether the factory accepts ``arguments`` (tried around a placeholder app)."""
+        """Whether the factory accepts ``arguments`` (tried around a placeholder app).
+
+        A ``DeprecationWarning`` it raises (an option under its old name) becomes a
+        warning at that option's line.
+        """
         try:
-            resolved.factory(_placeholder_app, **arguments)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", DeprecationWarning)
+                resolved.factory(_placeholder_app, **arguments)
         except Exception as exc:
             text = str(exc) or type(exc).__name__
-            at = path
-            for key in arguments:
-                if re.match(rf"{re.escape(key)}\b", text):
-                    at = (*path, key)
-                    break
             kind = "" if isinstance(exc, ValueError | TypeError) else f"{type(exc).__name__}: "
-            self.source.error(at, f"{resolved.name} rejects its options: {kind}{text}")
+            self.source.error(
+                _option_at(path, arguments, text),
+                f"{resolved.name} rejects its options: {kind}{text}",
+            )
             return False
+        for warning in caught:
+            text = str(warning.message)
+            if issubclass(warning.category, DeprecationWarning):
+                self.source.warn(_option_at(path, arguments, text), f"{resolved.name}: {text}")
+            else:
+                warnings.warn_explicit(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
         return True
 
     def order(self, entries: Sequence[MiddlewareEntry]) -> None:
@@ -245,3 +258,11 @@ class Loader:
                 f"{problem.message}; list it after {names[problem.outer]} "
                 f"(middleware[{problem.outer}]), as in the canonical order",
             )
+
+
+def _option_at(path: ConfigPath, arguments: Mapping[str, Any], text: str) -> ConfigPath:
+    """The path of the option a message starts with (``"exempt is ..."``), else *path*."""
+    for key in arguments:
+        if re.match(rf"{re.escape(key)}\b", text):
+            return (*path, key)
+    return path

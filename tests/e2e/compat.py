@@ -66,7 +66,7 @@ INTRO: Final = """\
      Do not edit by hand: tests/e2e/test_compat.py fails when this page differs. -->
 
 These tables are not written by hand. The end-to-end tests in `tests/e2e/` run asgikit's
-full middleware stack in DESIGN.md's order,
+full middleware stack in the canonical order (docs/architecture.md),
 
 {stack},
 
