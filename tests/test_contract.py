@@ -1177,7 +1177,8 @@ def test_enforce_is_importable_from_an_installed_layout() -> None:
     import asgikit.contract
     import asgikit.testing
 
-    assert os.path.basename(asgikit.contract.__file__) == "contract.py"
+    package_dir, module_file = os.path.split(asgikit.contract.__file__)
+    assert (os.path.basename(package_dir), module_file) == ("contract", "__init__.py")
     assert callable(asgikit.testing.request)
 
 
