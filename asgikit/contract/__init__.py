@@ -36,9 +36,8 @@ Rule ids are those of the rule table in docs/contract.md; ``RULES`` holds their 
 
 from __future__ import annotations
 
-from asgikit.contract.base import Options
 from asgikit.contract.checkers import new_checker
-from asgikit.contract.nesting import CURRENT
+from asgikit.contract.nesting import CURRENT, Options
 from asgikit.contract.rules import RULES, ContractViolation, ContractWarning, Rule, Side
 from asgikit.types import ASGIApp, Receive, Scope, Send
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
 import anyio
@@ -17,20 +16,11 @@ import anyio
 from asgikit.contract import checks, nesting
 from asgikit.contract.checks import Problem
 from asgikit.contract.machines import ANY, EXTENSION_OF, OTHER, Machine, S
+from asgikit.contract.nesting import Nested, Options
 from asgikit.contract.rules import RULES, ContractViolation, ContractWarning, Side
 from asgikit.types import Message, Receive, Scope, Send
 
 Direction = Literal["app", "server"]  # who sent the message: the app, or the server
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    """How ``enforce`` was called (see its docstring)."""
-
-    strict: bool
-    answers_errors: bool
-    runs_app_in_task: bool
-    wraps_checker: bool  # the wrapped app keeps a checked app in its ``.app`` chain
 
 
 class Checker:
@@ -43,7 +33,7 @@ class Checker:
         scope_type: str,
         receive: Receive,
         send: Send,
-        parent: Checker | None,
+        parent: Nested | None,
     ) -> None:
         self.options = options
         self.scope = scope

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import NoReturn
 
 from asgikit.contract import checks, nesting
-from asgikit.contract.base import Checker, Direction, Options
+from asgikit.contract.base import Checker, Direction
 from asgikit.contract.machines import Machine, S
 from asgikit.contract.machines.http import (
     HTTP_BODY_STATES,
@@ -35,6 +35,7 @@ from asgikit.contract.machines.websocket import (
     PeerState,
     WSState,
 )
+from asgikit.contract.nesting import Options
 from asgikit.types import Message, Receive, Scope, Send
 
 __all__ = ["HTTPChecker", "LifespanChecker", "WebSocketChecker", "new_checker"]

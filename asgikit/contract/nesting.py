@@ -26,7 +26,8 @@ import sys
 from collections import deque
 from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, NoReturn, Protocol
 
 import anyio
 
@@ -35,10 +36,54 @@ from asgikit.contract.machines import CORE_SEND_TYPES, EXTENSION_OF
 from asgikit.contract.rules import ContractViolation, Side
 from asgikit.types import Message
 
-if TYPE_CHECKING:
-    from asgikit.contract.base import Checker
 
-CURRENT: ContextVar[Checker | None] = ContextVar("asgikit_contract_exchange", default=None)
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How ``enforce`` was called (see its docstring)."""
+
+    strict: bool
+    answers_errors: bool
+    runs_app_in_task: bool
+    wraps_checker: bool  # the wrapped app keeps a checked app in its ``.app`` chain
+
+
+class Nested(Protocol):
+    """What the nesting checks use of a checker (``base.Checker`` is the one)."""
+
+    options: Options
+    scope: Any
+    type: str
+    running: bool
+    link: Link
+    raised: BaseException | None
+    violation: ContractViolation | None
+    cancel_seen: bool
+    send_failed: bool
+
+    def cut_short(self) -> bool: ...
+
+    def sent_failed_answer(self) -> bool: ...
+
+    def fail(
+        self,
+        rule: str,
+        side: Side,
+        detail: str,
+        message: Mapping[str, Any] | None = None,
+        *,
+        warning: bool = False,
+    ) -> None: ...
+
+    def fail_now(
+        self,
+        rule: str,
+        side: Side,
+        detail: str,
+        message: Mapping[str, Any] | None = None,
+    ) -> NoReturn: ...
+
+
+CURRENT: ContextVar[Nested | None] = ContextVar("asgikit_contract_exchange", default=None)
 
 # The keys the spec defines for the messages a middleware commonly rewrites (M3).
 STANDARD_KEYS: dict[str, frozenset[str]] = {
@@ -61,11 +106,11 @@ class Link:
         "task",
     )
 
-    def __init__(self, checker: Checker, parent: Checker | None) -> None:
+    def __init__(self, checker: Nested, parent: Nested | None) -> None:
         if parent is not None and not (parent.running and parent.type == checker.type):
             parent = None
         self.parent = parent
-        self.children: list[Checker] = []
+        self.children: list[Nested] = []
         if parent is not None:
             parent.link.children.append(checker)
         scope = checker.scope
@@ -78,7 +123,7 @@ class Link:
         self.rewritable: dict[str, Message] = {}
 
 
-def blame(checker: Checker, side: Side) -> Side:
+def blame(checker: Nested, side: Side) -> Side:
     """Who broke a rule, seen from *checker*: the middleware, if it sits on that side."""
     if side == "server" and checker.link.parent is not None:
         return "middleware"
@@ -91,7 +136,7 @@ def blame(checker: Checker, side: Side) -> Side:
 # The scope the middleware handed on (checked by the child)
 
 
-def check_state_kept(checker: Checker, view: Mapping[str, Any]) -> None:
+def check_state_kept(checker: Nested, view: Mapping[str, Any]) -> None:
     parent = checker.link.parent
     if parent is None or "state" not in parent.scope:
         return
@@ -106,7 +151,7 @@ def check_state_kept(checker: Checker, view: Mapping[str, Any]) -> None:
         )
 
 
-def check_scope_handed_on(checker: Checker) -> None:
+def check_scope_handed_on(checker: Nested) -> None:
     """S7: the parent's scope is as it was; E3: the app runs in the parent's task."""
     parent = checker.link.parent
     if parent is None:
@@ -147,7 +192,7 @@ def passthrough_rule(kind: str) -> str:
     return "M4"
 
 
-def track_forwarding(checker: Checker, message: Message) -> None:
+def track_forwarding(checker: Nested, message: Message) -> None:
     """Keep what a parent needs to see forwarded; compare with what a child kept."""
     kind: str = message["type"]
     link = checker.link
@@ -163,7 +208,7 @@ def track_forwarding(checker: Checker, message: Message) -> None:
             _check_unknown_keys_kept(checker, message, kind)
 
 
-def _match_passthrough(checker: Checker, message: Message, kind: str) -> None:
+def _match_passthrough(checker: Nested, message: Message, kind: str) -> None:
     pending = checker.link.children[-1].link.passthrough
     if not pending:
         return  # the middleware sent it on its own
@@ -184,7 +229,7 @@ def _match_passthrough(checker: Checker, message: Message, kind: str) -> None:
         )
 
 
-def _check_unknown_keys_kept(checker: Checker, message: Message, kind: str) -> None:
+def _check_unknown_keys_kept(checker: Nested, message: Message, kind: str) -> None:
     original = checker.link.children[-1].link.rewritable.get(kind)
     if original is None:
         return  # the middleware sent it on its own
@@ -203,7 +248,7 @@ def _check_unknown_keys_kept(checker: Checker, message: Message, kind: str) -> N
 # Answers of the middleware's own (checked by the parent)
 
 
-def check_second_start(checker: Checker, message: Message) -> None:
+def check_second_start(checker: Nested, message: Message) -> None:
     """H6: a start after the app's had reached the server came from the middleware."""
     if checker.link.children:
         checker.fail_now(
@@ -215,7 +260,7 @@ def check_second_start(checker: Checker, message: Message) -> None:
         )
 
 
-def check_cut_short_not_completed(checker: Checker, message: Message) -> None:
+def check_cut_short_not_completed(checker: Nested, message: Message) -> None:
     """H4: a message ending the response, while the app's own response was cut short."""
     if any(child.cut_short() for child in checker.link.children):
         checker.fail_now(
@@ -227,7 +272,7 @@ def check_cut_short_not_completed(checker: Checker, message: Message) -> None:
         )
 
 
-def check_failed_not_translated(checker: Checker, kind: str, message: Message) -> None:
+def check_failed_not_translated(checker: Nested, kind: str, message: Message) -> None:
     """L1: a ``*.failed`` answer is the app's own, not its exception translated."""
     if any(child.raised is not None for child in checker.link.children):
         checker.fail_now(
@@ -239,7 +284,7 @@ def check_failed_not_translated(checker: Checker, kind: str, message: Message) -
 # How the call ended
 
 
-async def check_after_return(checker: Checker) -> None:
+async def check_after_return(checker: Nested) -> None:
     """E2, then what the children left behind, when the app returned normally."""
     cancelled = anyio.get_cancelled_exc_class()
     children = checker.link.children
@@ -256,7 +301,7 @@ async def check_after_return(checker: Checker) -> None:
         _check_child_after_return(checker, child)
 
 
-def _check_child_after_return(checker: Checker, child: Checker) -> None:
+def _check_child_after_return(checker: Nested, child: Nested) -> None:
     for kind, _ in child.link.passthrough:
         checker.fail_now(
             passthrough_rule(kind), "app", f"the app sent {kind!r} but it never reached the server"
@@ -278,7 +323,7 @@ def _check_child_after_return(checker: Checker, child: Checker) -> None:
         )
 
 
-async def check_after_raise(checker: Checker, exc: BaseException) -> None:
+async def check_after_raise(checker: Nested, exc: BaseException) -> None:
     """Violations surfacing, then E1, E2 and L1 against what the children raised."""
     checker.raised = exc
     if isinstance(exc, ContractViolation):
@@ -299,7 +344,7 @@ async def check_after_raise(checker: Checker, exc: BaseException) -> None:
         await _check_child_raised(checker, child, exc)
 
 
-async def _check_child_raised(checker: Checker, child: Checker, exc: BaseException) -> None:
+async def _check_child_raised(checker: Nested, child: Nested, exc: BaseException) -> None:
     raised = child.raised
     if raised is None or raised is exc or isinstance(raised, ContractViolation):
         return

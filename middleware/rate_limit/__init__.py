@@ -32,6 +32,7 @@ from asgikit.options import flag, renamed
 from asgikit.paths import PathMatcher
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
+from .backends import open_store
 from .rules import (
     Rule,
     RuleSpec,
@@ -39,7 +40,7 @@ from .rules import (
     rate_limit_value,
     retry_seconds,
 )
-from .store import Decision, Store, StoreError, open_store
+from .store import Decision, Store, StoreError
 
 __all__ = ["RateLimitMiddleware", "RuleSpec"]
 

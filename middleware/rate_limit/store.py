@@ -27,9 +27,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple, Protocol
-from urllib.parse import parse_qsl, urlsplit
-
-from asgikit.options import mask_passwords
 
 __all__ = [
     "Decision",
@@ -37,7 +34,6 @@ __all__ = [
     "Quota",
     "Store",
     "StoreError",
-    "open_store",
     "parse_rate",
 ]
 
@@ -50,7 +46,6 @@ _UNITS: Final = {
     **dict.fromkeys(("d", "day", "days"), 86400.0),
 }
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*", re.IGNORECASE).fullmatch
-_REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
 
 
 class StoreError(Exception):
@@ -231,44 +226,3 @@ class MemoryStore:
                 tats.popitem(last=False)
                 self.evictions += 1
         return decisions
-
-
-def open_store(
-    url: str, *, max_keys: int = 100_000, timeout: float = 0.1, prefix: str = "asgikit:rl:"
-) -> Store:
-    """The store a storage URL names, without any I/O (connections are made lazily).
-
-    ``memory://`` (optionally ``memory://?max_keys=N``) gives a ``MemoryStore``;
-    ``redis://``, ``rediss://`` and ``unix://`` give a ``RedisStore`` (the ``redis``
-    extra) whose calls take at most *timeout* seconds and whose keys start with *prefix*.
-
-    Raises:
-        ValueError: unknown scheme, or a bad ``memory://`` URL or option.
-        ImportError: a Redis URL without redis-py installed.
-    """
-    scheme = url.partition("://")[0].lower() if isinstance(url, str) and "://" in url else ""
-    if scheme == "memory":
-        parts = urlsplit(url)
-        if parts.netloc or parts.path or parts.fragment:
-            raise ValueError(
-                f"expected 'memory://' or 'memory://?max_keys=N', got {mask_passwords(url)!r}"
-            )
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name != "max_keys":
-                raise ValueError(f"unknown memory:// option {name!r} (expected max_keys)")
-            if not value.isdigit():
-                raise ValueError(f"max_keys: expected an integer, got {value!r}")
-            max_keys = int(value)
-        return MemoryStore(max_keys=max_keys)
-    if scheme in _REDIS_SCHEMES:
-        try:
-            from asgikit.middleware.rate_limit.redis_store import RedisStore
-        except ImportError as exc:
-            raise ImportError(
-                f"storage {scheme}:// needs redis-py: pip install 'asgikit[redis]'"
-            ) from exc
-        return RedisStore(url, timeout=timeout, prefix=prefix)
-    raise ValueError(
-        f"unsupported storage URL {mask_passwords(url)!r}: expected memory://, redis://, "
-        "rediss:// or unix://"
-    )

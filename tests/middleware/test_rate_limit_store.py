@@ -22,6 +22,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from asgikit.middleware.rate_limit.backends import open_store
 from asgikit.middleware.rate_limit.redis_store import RedisStore
 from asgikit.middleware.rate_limit.store import (
     Decision,
@@ -29,7 +30,6 @@ from asgikit.middleware.rate_limit.store import (
     Quota,
     Store,
     StoreError,
-    open_store,
     parse_rate,
 )
 from tests._processes import free_port
