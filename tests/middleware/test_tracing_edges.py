@@ -200,28 +200,3 @@ def test_current_otel_context_reads_what_the_api_reads() -> None:
     finally:
         otel_context.detach(token)
     assert current_otel_context() is otel_context.get_current()
-
-
-def test_current_otel_context_falls_back_to_the_api_for_another_runtime_context(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from opentelemetry import context as otel_context
-    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-
-    from asgikit import observe as _exchange
-
-    # The default runtime context: the ContextVar's own get, no Python calls between.
-    assert getattr(_exchange.current_otel_context, "__self__", None) is getattr(
-        otel_context._RUNTIME_CONTEXT, "_current_context", None
-    )
-
-    class OtherRuntimeContext:  # what OTEL_PYTHON_CONTEXT may select instead
-        pass
-
-    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", OtherRuntimeContext())
-    assert _exchange._context_getter() is otel_context.get_current
-    # A contextvars runtime that no longer keeps its variable where it did.
-    moved = ContextVarsRuntimeContext()
-    del moved._current_context
-    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", moved)
-    assert _exchange._context_getter() is otel_context.get_current

@@ -1,0 +1,172 @@
+"""The end of a traced http request: its outcome on the span, and its metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.trace import Span
+
+from asgikit.observe import Exchange
+from asgikit.redact import Capture
+
+from .attributes import (
+    ACTIVE_REQUESTS,
+    DISCONNECTED,
+    DURATION_BUCKETS,
+    ERROR_TYPE,
+    HTTP_ROUTE,
+    HTTP_STATUS,
+    METHOD,
+    OTHER_METHOD,
+    REQUEST_BODY_SIZE,
+    REQUEST_DURATION,
+    RESPONSE_BODY_SIZE,
+    URL_SCHEME,
+    capture,
+    error_status,
+)
+
+__all__ = ["HttpRecorder"]
+
+
+class HttpRecorder:
+    """Record http requests: the requests in flight, and each one's end.
+
+    At the end, the duration (and, if wanted, size) histograms get the request's
+    outcome, and a recording span gets the same attributes, the route in its name, the
+    captured response headers, and its status.
+
+    Args:
+        meter: The meter that creates the instruments.
+        request_size: Record the ``http.server.request.body.size`` histogram.
+        response_size: Record the ``http.server.response.body.size`` histogram.
+        response_capture: Response headers to capture on the span, or None.
+    """
+
+    __slots__ = (
+        "_duration",
+        "_in_flight",
+        "_request_size",
+        "_response_capture",
+        "_response_size",
+        "counts_files",
+    )
+
+    def __init__(
+        self,
+        meter: Meter,
+        *,
+        request_size: bool,
+        response_size: bool,
+        response_capture: Capture | None,
+    ) -> None:
+        self._duration = meter.create_histogram(
+            REQUEST_DURATION,
+            unit="s",
+            description="Duration of HTTP server requests.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        # Requests in flight by (method, scheme), observed when metrics are collected: a
+        # dict update per request instead of two synchronous SDK measurements.
+        # bench_tracing cases, sampled GET: -14.0 µs of 53.9 (p10 52.9 vs 39.1), 2026-12-07.
+        self._in_flight: dict[tuple[str, str], int] = {}
+        meter.create_observable_up_down_counter(
+            ACTIVE_REQUESTS,
+            callbacks=[self._observe_in_flight],
+            unit="{request}",
+            description="Number of active HTTP requests.",
+        )
+        self._request_size = (
+            meter.create_histogram(
+                REQUEST_BODY_SIZE, unit="By", description="Size of HTTP request bodies."
+            )
+            if request_size
+            else None
+        )
+        self._response_size = (
+            meter.create_histogram(
+                RESPONSE_BODY_SIZE, unit="By", description="Size of HTTP response bodies."
+            )
+            if response_size
+            else None
+        )
+        self._response_capture = response_capture
+        self.counts_files = response_size
+        """Whether the bytes of files the server sends (``pathsend``) are wanted."""
+
+    def _observe_in_flight(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(count, {METHOD: method, URL_SCHEME: scheme})
+            for (method, scheme), count in list(self._in_flight.items())
+        ]
+
+    def begin(self, method: str, scheme: str) -> None:
+        """Count a request in flight."""
+        key = (method, scheme)
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+
+    def end(
+        self,
+        span: Span,
+        ex: Exchange,
+        error: BaseException | None,
+        route: str | None,
+        method: str,
+        scheme: str,
+        start: int,
+    ) -> None:
+        """Record the end of a request ``begin`` counted, and end its span.
+
+        The end time is when the response completed, or now if it never did.
+
+        Args:
+            span: The request's span.
+            ex: What the request's messages showed.
+            error: The app's exception, if it raised (not the server's send failing).
+            route: The route template, if the framework named one.
+            method: The method as reported (``_OTHER`` for unknown ones).
+            scheme: The scope's scheme.
+            start: When the request started (``time.time_ns()``).
+        """
+        self._in_flight[method, scheme] -= 1
+        end = ex.end if ex.complete else time.time_ns()
+        error_type = _error_type(error, ex)
+        attributes: dict[str, Any] = {METHOD: method, URL_SCHEME: scheme}
+        if ex.status is not None:
+            attributes[HTTP_STATUS] = ex.status
+        if route is not None:
+            attributes[HTTP_ROUTE] = route
+        if error_type is not None:
+            attributes[ERROR_TYPE] = error_type
+        self._duration.record((end - start) / 1e9, attributes)
+        if self._request_size is not None:
+            self._request_size.record(ex.received, attributes)
+        if self._response_size is not None:
+            self._response_size.record(ex.sent, attributes)
+        if span.is_recording():
+            if route is not None:
+                span.update_name(f"{'HTTP' if method == OTHER_METHOD else method} {route}")
+            # The metric's attributes, less the two the span started with: one call, so
+            # the SDK takes its lock and checks the values once.
+            del attributes[METHOD], attributes[URL_SCHEME]
+            if ex.disconnected and not ex.complete:
+                attributes[DISCONNECTED] = True
+            if self._response_capture is not None and ex.response_headers is not None:
+                capture(ex.response_headers, self._response_capture, attributes)
+            span.set_attributes(attributes)
+            error_status(span, error, error_type)
+        span.end(end_time=end)
+
+
+def _error_type(error: BaseException | None, ex: Exchange) -> str | None:
+    """``error.type``: the exception's class, a 5xx status, or an unfinished response."""
+    if error is not None:
+        return type(error).__qualname__
+    if ex.status is not None and ex.status >= 500:
+        return str(ex.status)
+    if not ex.complete and not ex.disconnected:
+        return "incomplete_response"  # the server aborts the connection
+    return None
