@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from asgikit.headers import get_header
 from asgikit.logging import structlog_contextvar
