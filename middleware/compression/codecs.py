@@ -24,7 +24,7 @@ __all__ = [
     "Stream",
     "ZstandardCodec",
     "available_encodings",
-    "check_int",
+    "gzip_window_bits",
     "make_codec",
     "resolve_encodings",
 ]
@@ -80,7 +80,7 @@ class Codec(Protocol):
     def stream(self, size_hint: int) -> Stream: ...
 
 
-def _gzip_window_bits(size: int) -> int:
+def gzip_window_bits(size: int) -> int:
     """The smallest zlib window (10-15 bits) that still reaches back over ``size`` bytes.
 
     Deflate looks back at most window - 262 bytes. A window fitted to the body compresses
@@ -89,10 +89,6 @@ def _gzip_window_bits(size: int) -> int:
     cost of a 1 KiB body (about 5x the fitted one's).
     """
     return max(10, min(15, (size + 261).bit_length()))
-
-
-# 16 + _gzip_window_bits(size), by (size + 261).bit_length(), below 16 (where it is 31).
-_GZIP_WBITS: Final = tuple(16 + max(10, reach) for reach in range(16))
 
 
 class GzipCodec:
@@ -106,11 +102,10 @@ class GzipCodec:
         self.level = level
 
     def compress(self, data: bytes) -> bytes:
-        reach = (len(data) + 261).bit_length()  # _gzip_window_bits, inlined
-        return zlib.compress(data, self.level, _GZIP_WBITS[reach] if reach < 16 else 31)
+        return zlib.compress(data, self.level, 16 + gzip_window_bits(len(data)))
 
     def stream(self, size_hint: int) -> _GzipStream:
-        bits = _gzip_window_bits(size_hint) if size_hint >= 0 else 15
+        bits = gzip_window_bits(size_hint) if size_hint >= 0 else 15
         return _GzipStream(zlib.compressobj(self.level, zlib.DEFLATED, 16 + bits))
 
 
@@ -198,15 +193,9 @@ class ZstandardCodec:
             self._pool = _Pool(lambda: module.ZstdCompressor(level=level))
 
     def compress(self, data: bytes) -> bytes:
-        # _Pool.take and give, inlined: two calls less on the hot path.
-        idle = self._pool._idle
-        try:
-            context = idle.pop()
-        except IndexError:
-            context = self._pool._factory()
+        context = self._pool.take()
         out: bytes = context.compress(data)
-        if len(idle) < _POOL_SIZE:  # not on failure: a context in an unknown state is dropped
-            idle.append(context)
+        self._pool.give(context)  # not on failure: a context in an unknown state is dropped
         return out
 
     def stream(self, size_hint: int) -> _ZstandardStream:
@@ -334,18 +323,3 @@ def resolve_encodings(encodings: Iterable[str] | None) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f"encodings lists a coding twice: {names}")
     return names
-
-
-def check_int(option: str, value: object, low: int, high: int | None = None) -> int:
-    """Validate an int option in ``[low, high]`` (no upper bound when ``high`` is None).
-
-    Raises:
-        TypeError: It is not an int (a bool is not one either).
-        ValueError: It is out of bounds.
-    """
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{option} must be an int, not {value!r}")
-    if value < low or (high is not None and value > high):
-        bounds = f"at least {low}" if high is None else f"from {low} to {high}"
-        raise ValueError(f"{option} must be {bounds}, not {value}")
-    return value

@@ -14,7 +14,6 @@ from typing import Final
 from asgikit.headers import add_vary, header_tokens, parse_qlist
 
 __all__ = [
-    "ADDED_VARY",
     "CACHEABLE_VALUE_BYTES",
     "COMPRESS",
     "DEFAULT_COMPRESSIBLE_TYPES",
@@ -202,7 +201,6 @@ UNTOUCHED_STATUSES: Final = frozenset({204, 205, 206, 304})
 """Statuses whose body is empty, or a byte range of another representation."""
 
 VARY_TOKEN: Final = b"Accept-Encoding"
-ADDED_VARY: Final = (b"vary", VARY_TOKEN)
 
 # Fields that may leave a response untouched, depending on their value. A byte range, or a
 # digest of the uncompressed bytes, is made wrong by compressing.
@@ -262,7 +260,7 @@ def vetoed(headers: Iterable[tuple[bytes, bytes]], skip_set_cookie: bool) -> boo
 
 
 def encoded_fields(
-    headers: Iterable[tuple[bytes, bytes]], special: bool, coding: tuple[bytes, bytes]
+    headers: Iterable[tuple[bytes, bytes]], coding: tuple[bytes, bytes]
 ) -> list[tuple[bytes, bytes]]:
     """The fields of the encoded response, less its new ``Content-Length``.
 
@@ -272,34 +270,18 @@ def encoded_fields(
 
     Args:
         headers: The response's fields; not modified.
-        special: Whether any of ``SPECIAL_FIELDS`` is among them (False: only a
-            ``Content-Length`` needs dropping).
         coding: The ``(b"content-encoding", token)`` field.
     """
     fields: list[tuple[bytes, bytes]] = []
-    append = fields.append  # loops, not comprehensions: on 3.11 those cost a call
-    if not special:
-        for field in headers:
-            if field[0] != b"content-length":
-                append(field)
-        append(ADDED_VARY)
-        append(coding)
-        return fields
-    vary = False
     for field in headers:
         name = field[0]
         if name in _REWRITTEN:
             if name == b"etag":
                 if field[1][:1] == b'"':
                     field = (name, b"W/" + field[1])
-            elif name == b"vary":
-                vary = True
-            else:
+            elif name != b"vary":
                 continue
-        append(field)
-    if vary:
-        fields = add_vary(fields, VARY_TOKEN)
-    else:
-        append(ADDED_VARY)
+        fields.append(field)
+    fields = add_vary(fields, VARY_TOKEN)
     fields.append(coding)
     return fields

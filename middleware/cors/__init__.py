@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-import functools
 from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any, Final
 
@@ -12,7 +10,7 @@ import structlog
 from asgikit.headers import add_vary, get_all, get_header
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
-from .policy import POLICY_OPTIONS, Header, Policy, select_policy
+from .policy import Header, Policy, path_policies, select_policy
 
 __all__ = ["CORSMiddleware"]
 
@@ -35,57 +33,13 @@ _WS_DENIAL_HEADERS: Final = (
     (b"content-type", b"text/plain; charset=utf-8"),
     (b"content-length", b"%d" % len(_WS_DENIAL_BODY)),
 )
-_VARY: Final = b"vary"
-_ADDED_VARY: Final = (_VARY, b"Origin")
-_SPECIAL: Final = _OWNED | {_VARY}
-_CACHEABLE_VARY_BYTES: Final = 256
-
-
-@functools.lru_cache(maxsize=256)
-def _vary_with_origin(value: bytes) -> bytes:
-    """One ``Vary`` value with ``Origin`` merged in (apps send few distinct values)."""
-    return add_vary(((_VARY, value),), _VARY_ORIGIN)[0][1]
-
-
-def _merge_vary(headers: list[Header]) -> list[Header]:
-    """``headers`` (a new list we own) with ``Vary: Origin`` merged, in place."""
-    index = -1
-    for i, (name, value) in enumerate(headers):
-        if name == _VARY:
-            if index >= 0 or len(value) > _CACHEABLE_VARY_BYTES:  # repeated or unusual
-                return add_vary(headers, _VARY_ORIGIN)
-            index = i
-    if index < 0:
-        headers.append(_ADDED_VARY)
-    else:
-        headers[index] = (_VARY, _vary_with_origin(headers[index][1]))
-    return headers
-
-
-def _with_vary(headers: Iterable[Header]) -> list[Header]:
-    """A new header list: the app's, with ``Vary: Origin`` merged."""
-    result = [*headers]
-    for name, _ in result:
-        if name == _VARY:
-            return _merge_vary(result)
-    result.append(_ADDED_VARY)
-    return result
 
 
 def _with_cors(headers: Iterable[Header], extra: tuple[Header, ...], vary: bool) -> list[Header]:
     """A new header list: the app's without the fields we own, ours, and ``Vary``."""
-    result = [*headers]
-    for name, _ in result:
-        if name in _SPECIAL:
-            break
-    else:  # the usual response: nothing to drop, no Vary to merge
-        result.extend(extra)
-        if vary:
-            result.append(_ADDED_VARY)
-        return result
-    result = [field for field in result if field[0] not in _OWNED]
+    result = [field for field in headers if field[0] not in _OWNED]
     result.extend(extra)
-    return _merge_vary(result) if vary else result
+    return add_vary(result, _VARY_ORIGIN) if vary else result
 
 
 class CORSMiddleware:
@@ -155,7 +109,7 @@ class CORSMiddleware:
             check_websocket_origin=check_websocket_origin,
             report_only=report_only,
         )
-        prefixes = _path_policies(policies)
+        prefixes = path_policies(policies)
         self._select = select_policy(prefixes, self._default) if prefixes else None
         every = [self._default, *(policy for _, _, policy in prefixes)]
         self._check_websockets = any(policy.check_websocket_origin for policy in every)
@@ -163,17 +117,9 @@ class CORSMiddleware:
         self._logger = structlog.get_logger("asgikit.cors")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind != "http":
-            if kind == "websocket" and self._check_websockets:
-                return await self._websocket(scope, receive, send)
-            return await self.app(scope, receive, send)
-        headers = scope["headers"]
-        origin = None
-        for name, value in headers:  # get_header, inlined: every request pays for it
-            if name == b"origin":
-                origin = value
-                break
+        if scope["type"] != "http":
+            return await self._not_http(scope, receive, send)
+        origin = get_header(scope["headers"], _ORIGIN)
         select = self._select
         if origin is None:  # not a CORS request
             if self._all_public or (select is not None and select(scope["path"]).public):
@@ -183,30 +129,34 @@ class CORSMiddleware:
             # and saves a coroutine frame on every message.
             def send_with_vary(message: Message) -> Awaitable[None]:
                 if message["type"] == "http.response.start":
-                    message = {**message, "headers": _with_vary(message.get("headers", ()))}
+                    vary = add_vary(message.get("headers", ()), _VARY_ORIGIN)
+                    message = {**message, "headers": vary}
                 return send(message)
 
             return await self.app(scope, receive, send_with_vary)
         policy = self._default if select is None else select(scope["path"])
-
-        if scope["method"] == "OPTIONS":
-            method = get_header(headers, _ACRM)
-            if method is not None:
-                return await self._preflight(scope, send, policy, origin, method)
-
+        if (
+            scope["method"] == "OPTIONS"
+            and (method := get_header(scope["headers"], _ACRM)) is not None
+        ):
+            return await self._preflight(scope, send, policy, origin, method)
         extra, denied = policy.actual(origin)
         if denied and policy.report_only:
             self._report("request", scope, origin, "origin not allowed")
         vary = not policy.public
-        downstream = send
 
         def send_with_cors(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
                 cors_headers = _with_cors(message.get("headers", ()), extra, vary)
                 message = {**message, "headers": cors_headers}
-            return downstream(message)
+            return send(message)
 
         return await self.app(scope, receive, send_with_cors)
+
+    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and self._check_websockets:
+            return await self._websocket(scope, receive, send)
+        return await self.app(scope, receive, send)
 
     async def _preflight(
         self, scope: Scope, send: Send, policy: Policy, origin: bytes, method: bytes
@@ -252,30 +202,3 @@ class CORSMiddleware:
             path=scope.get("path"),
             reason=reason,
         )
-
-
-def _path_policies(policies: object) -> tuple[tuple[str, str, Policy], ...]:
-    """Validate ``policies``; ``(prefix, prefix + "/", policy)`` sorted longest first."""
-    if isinstance(policies, (str, bytes, Mapping)) or not isinstance(policies, Iterable):
-        raise TypeError(f"policies must be a list of mappings, not {policies!r}")
-    found: dict[str, Policy] = {}
-    for index, entry in enumerate(policies):
-        where = f"policies[{index}]: "
-        if not isinstance(entry, Mapping):
-            raise TypeError(f"{where}a policy must be a mapping, not {entry!r}")
-        options = dict(entry)
-        path = options.pop("path", None)
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ValueError(f"{where}'path' must be a str starting with '/', not {path!r}")
-        for key in options:
-            if key not in POLICY_OPTIONS:
-                close = difflib.get_close_matches(str(key), POLICY_OPTIONS, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                known = ", ".join(sorted(POLICY_OPTIONS))
-                raise ValueError(f"{where}unknown option {key!r}{hint}; known: path, {known}")
-        prefix = path.rstrip("/")
-        if prefix in found:
-            raise ValueError(f"{where}path {path!r} repeats another policy's path")
-        found[prefix] = Policy(**options, where=where)
-    ordered = sorted(found.items(), key=lambda item: len(item[0]), reverse=True)
-    return tuple((prefix, prefix + "/", policy) for prefix, policy in ordered)

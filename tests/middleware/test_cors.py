@@ -662,7 +662,7 @@ async def test_a_policy_takes_defaults_not_the_top_level_options() -> None:
         (
             [{"path": "/a", "allow_credentials": "yes"}],
             TypeError,
-            r"policies\[0\]: allow_credentials must be True or False",
+            r"policies\[0\]: allow_credentials: expected true or false",
         ),
     ],
 )
@@ -986,10 +986,10 @@ async def test_starlette_add_middleware() -> None:
         ({"allow_methods": ["GET POST"]}, ValueError, "allow_methods: 'GET POST' is not"),
         ({"allow_headers": ["X Bad"]}, ValueError, "allow_headers: 'X Bad' is not"),
         ({"expose_headers": ["a:b"]}, ValueError, "expose_headers: 'a:b' is not"),
-        ({"max_age": -1}, ValueError, "max_age must be 0 or more"),
+        ({"max_age": -1}, ValueError, "max_age must be at least 0"),
         ({"max_age": "600"}, TypeError, "max_age must be an int"),
         ({"max_age": True}, TypeError, "max_age must be an int"),
-        ({"allow_credentials": 1}, TypeError, "allow_credentials must be True or False"),
+        ({"allow_credentials": 1}, TypeError, "allow_credentials: expected true or false"),
         (
             {"allow_origins": [SITE], "allow_credentials": True, "expose_headers": "*"},
             ValueError,
