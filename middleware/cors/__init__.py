@@ -8,9 +8,10 @@ from typing import Any, Final
 import structlog
 
 from asgikit.headers import add_vary, get_all, get_header
+from asgikit.paths import PathTable
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
-from .policy import Header, Policy, path_policies, select_policy
+from .policy import Header, Policy, path_policies
 
 __all__ = ["CORSMiddleware"]
 
@@ -109,9 +110,9 @@ class CORSMiddleware:
             check_websocket_origin=check_websocket_origin,
             report_only=report_only,
         )
-        prefixes = path_policies(policies)
-        self._select = select_policy(prefixes, self._default) if prefixes else None
-        every = [self._default, *(policy for _, _, policy in prefixes)]
+        paths = path_policies(policies)
+        self._select = PathTable(paths, self._default, "policies").match if paths else None
+        every = [self._default, *(policy for _, policy in paths)]
         self._check_websockets = any(policy.check_websocket_origin for policy in every)
         self._all_public = all(policy.public for policy in every)
         self._logger = structlog.get_logger("asgikit.cors")

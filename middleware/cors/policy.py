@@ -18,15 +18,16 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final, NamedTuple
 
 from asgikit.headers import header_tokens
+from asgikit.paths import path_pattern
 
 from .origins import MAX_ORIGIN_BYTES, OriginMatcher
 from .validation import COMMON_METHODS, POLICY_OPTIONS, SAFELISTED_HEADERS, Settings, validated
 
-__all__ = ["Header", "Policy", "Preflight", "path_policies", "select_policy"]
+__all__ = ["Header", "Policy", "Preflight", "path_policies"]
 
 Header = tuple[bytes, bytes]
 
@@ -259,26 +260,9 @@ class Policy:
         return Preflight(204, tuple(answer), b"", reason)
 
 
-def select_policy(
-    prefixes: tuple[tuple[str, str, Policy], ...], default: Policy
-) -> Callable[[str], Policy]:
-    """A function from a request path to its policy: the longest matching prefix wins.
-
-    ``prefixes`` holds ``(prefix, prefix + "/", policy)`` sorted longest first, prefixes
-    without a trailing slash: ``/api`` matches ``/api`` and ``/api/...``, not ``/apis``.
-    """
-
-    def select(path: str) -> Policy:
-        for prefix, below, policy in prefixes:
-            if path.startswith(below) or path == prefix:
-                return policy
-        return default
-
-    return select
-
-
-def path_policies(policies: object) -> tuple[tuple[str, str, Policy], ...]:
-    """Validate the ``policies`` option; ``(prefix, prefix + "/", policy)`` longest first."""
+def path_policies(policies: object) -> list[tuple[str, Policy]]:
+    """Validate the ``policies`` option into ``(path pattern, policy)`` pairs
+    (``asgikit.paths``: ``/api`` covers ``/api/...``, not ``/apis``)."""
     if isinstance(policies, (str, bytes, Mapping)) or not isinstance(policies, Iterable):
         raise TypeError(f"policies must be a list of mappings, not {policies!r}")
     found: dict[str, Policy] = {}
@@ -288,15 +272,12 @@ def path_policies(policies: object) -> tuple[tuple[str, str, Policy], ...]:
             raise TypeError(f"{where}a policy must be a mapping, not {entry!r}")
         options: dict[str, Any] = dict(entry)
         path = options.pop("path", None)
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ValueError(f"{where}'path' must be a str starting with '/', not {path!r}")
+        pattern = path_pattern(path, f"{where}'path'")
         _check_option_names(where, options)
-        prefix = path.rstrip("/")
-        if prefix in found:
+        if pattern in found:
             raise ValueError(f"{where}path {path!r} repeats another policy's path")
-        found[prefix] = Policy(**options, where=where)
-    ordered = sorted(found.items(), key=lambda item: len(item[0]), reverse=True)
-    return tuple((prefix, prefix + "/", policy) for prefix, policy in ordered)
+        found[pattern] = Policy(**options, where=where)
+    return list(found.items())
 
 
 def _check_option_names(where: str, options: Mapping[str, Any]) -> None:

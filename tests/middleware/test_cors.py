@@ -645,7 +645,11 @@ async def test_a_policy_takes_defaults_not_the_top_level_options() -> None:
     [
         ("/api", TypeError, "list of mappings"),
         ([["path", "/api"]], TypeError, r"policies\[0\]: a policy must be a mapping"),
-        ([{"allow_origins": [SITE]}], ValueError, r"policies\[0\]: 'path' must be a str"),
+        (
+            [{"allow_origins": [SITE]}],
+            ValueError,
+            r"policies\[0\]: 'path': expected a path starting with '/'",
+        ),
         ([{"path": "api"}], ValueError, "starting with '/'"),
         (
             [{"path": "/a"}, {"path": "/b", "allow_origin": [SITE]}],

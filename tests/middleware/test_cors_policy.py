@@ -7,7 +7,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from asgikit.middleware.cors.origins import MAX_ORIGIN_BYTES, Origin, parse_origin
-from asgikit.middleware.cors.policy import Policy, select_policy
+from asgikit.middleware.cors.policy import Policy, path_policies
+from asgikit.paths import PathTable
 
 LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
 HOST = st.lists(LABEL, min_size=2, max_size=4).map(".".join)
@@ -153,16 +154,29 @@ def test_cached_answers_are_immutable_tuples() -> None:
     assert isinstance(answer.headers, tuple)
 
 
-def test_select_policy_by_longest_prefix_on_segment_boundaries() -> None:
-    default, api, admin = Policy(), Policy(), Policy()
-    select = select_policy((("/api/admin", "/api/admin/", admin), ("/api", "/api/", api)), default)
-    assert select("/api") is api
-    assert select("/api/") is api
-    assert select("/api/users") is api
-    assert select("/api/admin") is admin
-    assert select("/api/admin/x") is admin
-    assert select("/api/administrator") is api
+def test_policies_are_chosen_by_the_longest_path_pattern() -> None:
+    api = {"allow_origins": ["https://api.example"]}
+    admin = {"allow_origins": ["https://admin.example"]}
+    [(admin_path, admin_policy), (api_path, api_policy)] = path_policies(
+        [{"path": "/api/admin", **admin}, {"path": "/api/", **api}]
+    )
+    assert (admin_path, api_path) == ("/api/admin", "/api")
+    default = Policy()
+    select = PathTable([(admin_path, admin_policy), (api_path, api_policy)], default).match
+    assert select("/api") is api_policy
+    assert select("/api/") is api_policy
+    assert select("/api/users") is api_policy
+    assert select("/api/admin") is admin_policy
+    assert select("/api/admin/x") is admin_policy
+    assert select("/api/administrator") is api_policy
     assert select("/apis") is default
     assert select("/") is default
-    everything = select_policy((("", "/", api),), default)
-    assert everything("/anything") is api
+    [(root, everything)] = path_policies([{"path": "/", **api}])
+    assert PathTable([(root, everything)], default).match("/anything") is everything
+
+
+def test_a_policy_path_must_be_a_path_pattern() -> None:
+    with pytest.raises(ValueError, match=r"policies\[0\]: 'path': expected a path"):
+        path_policies([{"path": "api"}])
+    with pytest.raises(ValueError, match="repeats another policy's path"):
+        path_policies([{"path": "/api"}, {"path": "/api/"}])
