@@ -48,9 +48,8 @@ from asgi_logger.middleware import AccessLoggerMiddleware
 
 import asgikit.logging
 from asgikit.headers import get_header
-from asgikit.observe import route_of
-from asgikit.observe import Exchange
 from asgikit.middleware.access_log import AccessLogMiddleware
+from asgikit.observe import Exchange, route_of
 from asgikit.scopes import CHAIN_KEY
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 from benchmarks.harness import Request, added_cost, bare_app, report, run_asgi

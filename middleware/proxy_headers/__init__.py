@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from asgikit.headers import get_header, set_header
 from asgikit.hosts import parse_host, parse_port
 from asgikit.options import string_list
-from asgikit.scopes import CHAIN_KEY, PEER_KEY
+from asgikit.scopes import PEER_KEY, derive_scope
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
 from .forwarded import (
@@ -138,15 +138,34 @@ class ProxyHeadersMiddleware:
 
     def _rewrite(self, scope: Scope, peer: object) -> Scope:
         """The scope the app gets: a copy with what trusted hops said, or ``scope`` itself."""
-        names = self._names
         headers = scope.get("headers", ())
-        found: list[tuple[int, bytes]] = []
-        for name, value in headers:
-            slot = names.get(name)
-            if slot is not None:
-                found.append((slot, value))
+        found = [
+            (slot, value) for name, value in headers if (slot := self._names.get(name)) is not None
+        ]
         if not found:
             return scope
+        client, secure, host = self._result(found)
+        changes: dict[str, Any] = {}
+        if client is not None and client != peer:
+            changes["client"] = client
+        scheme = scope.get("scheme")
+        if secure is not None:
+            if scope["type"] == "websocket":
+                scheme = "wss" if secure else "ws"
+            else:
+                scheme = "https" if secure else "http"
+            if scheme != scope.get("scheme"):
+                changes["scheme"] = scheme
+        if host is not None:
+            _host_changes(scope, headers, host, scheme, changes)
+        if not changes:
+            return scope
+        if PEER_SCOPE_KEY not in scope:  # behind two of these, it keeps the socket's peer
+            changes[PEER_SCOPE_KEY] = peer
+        return derive_scope(scope, changes)
+
+    def _result(self, found: list[tuple[int, bytes]]) -> _Result:
+        """What the forwarded fields say, from the cache when they were seen before."""
         key = tuple(found)
         result = self._results.get(key)
         if result is None:
@@ -155,46 +174,7 @@ class ProxyHeadersMiddleware:
                 if len(self._results) >= _CACHE_SIZE:
                     self._results.clear()
                 self._results[key] = result
-
-        client, secure, host = result
-        new_client = client is not None and client != peer
-        scheme = original_scheme = scope.get("scheme")
-        if secure is not None:
-            if scope["type"] == "websocket":
-                scheme = "wss" if secure else "ws"
-            else:
-                scheme = "https" if secure else "http"
-        server = host_value = None
-        if host is not None:
-            host_value, hostname, port, forwarded_port = host
-            default = 443 if scheme in _SECURE_SCHEMES else 80
-            if port is None:
-                port = default if forwarded_port is None else forwarded_port
-                if port != default:
-                    host_value = b"%s:%d" % (host_value, port)
-            server = (hostname, port)
-            if server == scope.get("server"):
-                server = None
-            if get_header(headers, _HOST) == host_value:
-                host_value = None
-        if not new_client and scheme == original_scheme and server is None and host_value is None:
-            return scope
-
-        rewritten = {**scope}
-        if new_client:
-            rewritten["client"] = client
-        if scheme != original_scheme:
-            rewritten["scheme"] = scheme
-        if server is not None:
-            rewritten["server"] = server
-        if host_value is not None:
-            rewritten["headers"] = set_header(headers, _HOST, host_value)
-        # Behind two of these middleware, the key keeps the socket's peer.
-        rewritten.setdefault(PEER_SCOPE_KEY, peer)
-        chain = scope.get(CHAIN_KEY)  # see asgikit.scopes: inner copies stay findable
-        if chain is not None:
-            chain.append(rewritten)
-        return rewritten
+        return result
 
     def _resolve(self, found: list[tuple[int, bytes]]) -> _Result:
         fields: dict[int, list[bytes]] = {}
@@ -304,3 +284,19 @@ def _families(headers: str | Iterable[str]) -> frozenset[str]:
     if not families:
         raise ValueError(f"headers must name at least one of {FAMILIES}")
     return families
+
+
+def _host_changes(
+    scope: Scope, headers: Any, host: _Host, scheme: object, changes: dict[str, Any]
+) -> None:
+    """Add ``server`` and the ``Host`` header a trusted hop gave, where they differ."""
+    host_value, hostname, port, forwarded_port = host
+    default = 443 if scheme in _SECURE_SCHEMES else 80
+    if port is None:
+        port = default if forwarded_port is None else forwarded_port
+        if port != default:
+            host_value = b"%s:%d" % (host_value, port)
+    if (hostname, port) != scope.get("server"):
+        changes["server"] = (hostname, port)
+    if get_header(headers, _HOST) != host_value:
+        changes["headers"] = set_header(headers, _HOST, host_value)

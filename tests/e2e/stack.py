@@ -1,8 +1,8 @@
 """The full middleware stack the end-to-end tests serve, and the Starlette app inside it.
 
 ``MIDDLEWARE`` is the one list of what the stack runs: a built-in name and its options
-per entry. It is kept in the canonical order (docs/architecture.md) (``stack()`` checks it), rendered
-into a config file for the servers (``config_toml``) and wrapped in code for the
+per entry. It is kept in the canonical order of docs/architecture.md (``stack()`` checks
+it), rendered into a config file for the servers (``config_toml``) and wrapped in code for the
 framework hooks (``pipeline``). A middleware joins (or leaves) every e2e test and the
 compatibility table by its entry here; the tests of a feature whose middleware is not
 listed skip, saying so.
