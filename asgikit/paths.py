@@ -66,9 +66,7 @@ class PathMatcher:
 
     def __init__(self, patterns: str | Iterable[str], option: str = "exclude_paths") -> None:
         entries = string_list(patterns, option)
-        self.patterns: tuple[str, ...] = tuple(
-            path_pattern(entry, option) for entry in entries
-        )
+        self.patterns: tuple[str, ...] = tuple(path_pattern(entry, option) for entry in entries)
         """The normalised patterns, in the order given."""
         exact: set[str] = set()
         prefixes: list[str] = []
