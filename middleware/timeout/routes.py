@@ -1,7 +1,9 @@
-"""TimeoutMiddleware's pure logic: option validation and per-path policies."""
+"""TimeoutMiddleware's pure logic: option validation, the limits, per-path policies."""
 
 from __future__ import annotations
 
+import enum
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -9,10 +11,18 @@ from typing import Any
 from asgikit.options import positive_seconds
 from asgikit.paths import path_pattern
 
-__all__ = ["OVERRIDABLE", "Policy", "build_routes", "make_policy"]
+__all__ = ["OVERRIDABLE", "Limit", "Policy", "build_routes", "grace_seconds", "make_policy"]
 
 OVERRIDABLE = frozenset({"total", "first_byte", "request_body_idle", "status_code"})
 """The options a ``routes`` entry may override."""
+
+
+class Limit(enum.Enum):
+    """A limit that can fire; the value is the option that sets it."""
+
+    TOTAL = "total"
+    FIRST_BYTE = "first_byte"
+    REQUEST_BODY_IDLE = "request_body_idle"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +38,14 @@ class Policy:
     def watched(self) -> bool:
         """Whether a deadline needs a watchdog (``request_body_idle`` alone does not)."""
         return self.total is not None or self.first_byte is not None
+
+    def seconds(self, limit: Limit) -> float | None:
+        """The length of ``limit`` in this policy."""
+        if limit is Limit.TOTAL:
+            return self.total
+        if limit is Limit.FIRST_BYTE:
+            return self.first_byte
+        return self.request_body_idle
 
 
 def make_policy(options: Mapping[str, Any], where: str = "") -> Policy | None:
@@ -50,6 +68,19 @@ def make_policy(options: Mapping[str, Any], where: str = "") -> Policy | None:
     if total is None and first_byte is None and idle is None:
         return None
     return Policy(total, first_byte, idle, status)
+
+
+def grace_seconds(value: Any) -> float:
+    """Validate ``cancel_grace``: a finite number of seconds, zero allowed (so not
+    ``asgikit.options.positive_seconds``, which also lets None through)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"cancel_grace must be a finite number of seconds >= 0: {value!r}")
+    return float(value)
 
 
 def build_routes(

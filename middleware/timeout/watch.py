@@ -35,16 +35,23 @@ import math
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from weakref import WeakKeyDictionary
 
-if TYPE_CHECKING:
-    from . import _Exchange
-
-__all__ = ["Watches"]
+__all__ = ["LoopWatch", "Watched", "Watches", "later", "spawn"]
 
 
-class _Watch:
+class Watched(Protocol):
+    """What the watch needs of a request (``clock.RequestClock``): where it is queued,
+    whether it is still watched, and what to do when its deadline passes."""
+
+    queue: OrderedDict[Watched, float] | None
+    watching: bool
+
+    def expired(self, watch: LoopWatch, now: float) -> None: ...
+
+
+class LoopWatch:
     """The deadlines of the requests running on one event loop.
 
     It holds its loop weakly (``Watches`` keys watches by loop in a weak dictionary), and
@@ -56,23 +63,23 @@ class _Watch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)
-        self.queues: dict[float, OrderedDict[_Exchange, float]] = {}
-        # Out-of-order entries: (deadline, tie-break, [exchange]); the one-item list is
-        # emptied when the exchange is done, so a stale entry holds nothing until popped.
-        self.late: list[tuple[float, int, list[_Exchange | None]]] = []
-        self.order = itertools.count()  # ties on the heap never compare exchanges
+        self.queues: dict[float, OrderedDict[Watched, float]] = {}
+        # Out-of-order entries: (deadline, tie-break, [request]); the one-item list is
+        # emptied when the request is done, so a stale entry holds nothing until popped.
+        self.late: list[tuple[float, int, list[Watched | None]]] = []
+        self.order = itertools.count()  # ties on the heap never compare requests
         # Weakly too: a timer handle refers to its loop, and the loop's own heap keeps
         # the handle alive for as long as it is armed.
         self.handle: weakref.ref[asyncio.TimerHandle] | None = None
         self.armed_at = math.inf
 
-    def add(self, ex: _Exchange, seconds: float, at: float) -> None:
-        """Watch ``ex`` until ``at``, ``seconds`` after its start (its queue)."""
+    def add(self, request: Watched, seconds: float, at: float) -> None:
+        """Watch ``request`` until ``at``, ``seconds`` after its start (its queue)."""
         queue = self.queues.get(seconds)
         if queue is None:
             queue = self.queues[seconds] = OrderedDict()
-        queue[ex] = at
-        ex.queue = queue
+        queue[request] = at
+        request.queue = queue
         if at < self.armed_at:
             self._arm(at)
 
@@ -82,10 +89,10 @@ class _Watch:
         assert loop is not None  # a watch is used only while its loop runs
         return loop
 
-    def add_late(self, ex: _Exchange, at: float) -> list[_Exchange | None]:
-        """Watch ``ex`` until ``at``, out of queue order (a limit re-armed); returns the
-        entry's cell, to empty when ``ex`` is done."""
-        cell: list[_Exchange | None] = [ex]
+    def add_late(self, request: Watched, at: float) -> list[Watched | None]:
+        """Watch ``request`` until ``at``, out of queue order (a limit re-armed); returns the
+        entry's cell, to empty when ``request`` is done."""
+        cell: list[Watched | None] = [request]
         heapq.heappush(self.late, (at, next(self.order), cell))
         if at < self.armed_at:
             self._arm(at)
@@ -103,17 +110,17 @@ class _Watch:
         self.handle = None
         self.armed_at = math.inf
         now = self.loop.time()
-        due: list[_Exchange] = []
+        due: list[Watched] = []
         nearest = math.inf
         for seconds, queue in list(self.queues.items()):
             while queue:
-                ex, at = next(iter(queue.items()))
+                request, at = next(iter(queue.items()))
                 if at > now:
                     nearest = min(nearest, at)
                     break
-                del queue[ex]
-                ex.queue = None
-                due.append(ex)
+                del queue[request]
+                request.queue = None
+                due.append(request)
             else:
                 del self.queues[seconds]  # no empty queues left behind by a burst
         late = self.late
@@ -125,38 +132,33 @@ class _Watch:
             nearest = min(nearest, late[0][0])
         if nearest < math.inf:
             self._arm(nearest)
-        for ex in due:
-            if ex.watching:
-                ex.expired(self, now)
+        for request in due:
+            if request.watching:
+                request.expired(self, now)
 
 
 class Watches:
     """Each event loop's watch, for one middleware instance (usually one loop)."""
 
-    __slots__ = ("_by_loop", "_last")
+    __slots__ = ("_by_loop",)
 
     def __init__(self) -> None:
-        self._last: _Watch | None = None
-        self._by_loop: WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = WeakKeyDictionary()
+        self._by_loop: WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWatch] = WeakKeyDictionary()
 
-    def current(self) -> _Watch | None:
+    def current(self) -> LoopWatch | None:
         """The running asyncio loop's watch, or None when asyncio is not running (trio)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return None
-        last = self._last
-        if last is not None and last._loop() is loop:
-            return last
         watch = self._by_loop.get(loop)
         if watch is None:
-            watch = self._by_loop[loop] = _Watch(loop)
-        self._last = watch
+            watch = self._by_loop[loop] = LoopWatch(loop)
         return watch
 
 
 def spawn(
-    watch: _Watch, work: Coroutine[Any, Any, None], context: contextvars.Context
+    watch: LoopWatch, work: Coroutine[Any, Any, None], context: contextvars.Context
 ) -> asyncio.Task[None]:
     """Run ``work`` in a task of its own, in the request's *context* (a deadline's answer:
     the access log and the span around the middleware see their own request)."""
@@ -164,7 +166,7 @@ def spawn(
 
 
 def later(
-    watch: _Watch, seconds: float, callback: Callable[[], None], context: contextvars.Context
+    watch: LoopWatch, seconds: float, callback: Callable[[], None], context: contextvars.Context
 ) -> None:
     """Call ``callback`` after ``seconds``, in the request's *context* (the cancel grace)."""
     watch.loop.call_later(seconds, callback, context=context)

@@ -17,8 +17,6 @@ from typing import Any
 import anyio
 import pytest
 import structlog
-from hypothesis import given
-from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -26,14 +24,14 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from asgikit.contract import ContractViolation, enforce
-from asgikit.middleware.timeout.routes import Policy, build_routes, make_policy
-from asgikit.paths import PathTable
 from asgikit.middleware.timeout import (
     DEADLINE_SCOPE_KEY,
     INFO_SCOPE_KEY,
     ResponseTimeout,
     TimeoutMiddleware,
 )
+from asgikit.middleware.timeout.routes import Policy, build_routes, make_policy
+from asgikit.paths import PathTable
 from asgikit.testing import (
     ALL_HTTP_EXTENSIONS,
     DISCONNECT,
@@ -857,5 +855,3 @@ def test_route_table_matches_whole_segments_longest_first() -> None:
     assert table.match("/apis") is None
     assert table.match("/x/y") is None
     assert PathTable([("/", root)], None).match("/anything") == root
-
-
