@@ -23,7 +23,7 @@ import opentelemetry.context
 from opentelemetry.trace import SpanContext, get_current_span
 
 from asgikit.scopes import CHAIN_KEY
-from asgikit.types import Message, Receive, Scope, Send
+from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "Exchange",
@@ -79,6 +79,7 @@ class Exchange:
         disconnected: The client left (``http.disconnect`` before the end, or a send
             that failed with ``OSError``).
         gone: The ``OSError`` a send raised when the client had left, else None.
+        error: What the app raised, through :meth:`run` (not ``gone``), else None.
         span_context: The span current at the response start (with ``spans``).
         trailers: The response announced trailers.
         final_sent: The last body went out (trailers may follow).
@@ -94,6 +95,7 @@ class Exchange:
         "complete",
         "disconnected",
         "end",
+        "error",
         "final_sent",
         "first_byte",
         "gone",
@@ -130,8 +132,22 @@ class Exchange:
         self.sent = self.received = 0
         self.trailers = self.final_sent = self.complete = self.disconnected = False
         self.gone: OSError | None = None
+        self.error: BaseException | None = None
         self.response_headers: Any = None
         self.span_context: SpanContext | None = None
+
+    async def run(self, app: ASGIApp, scope: Scope) -> None:
+        """Call *app* with this exchange's ``receive`` and ``send``.
+
+        What it raises propagates unchanged and is kept in ``error``, unless it is the
+        ``OSError`` of a send to a client that had left (that one is in ``gone``).
+        """
+        try:
+            await app(scope, self.receive, self.send)
+        except BaseException as exc:
+            if exc is not self.gone:
+                self.error = exc
+            raise
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -212,6 +228,7 @@ class WebSocketExchange:
         "_spans",
         "close_code",
         "disconnected",
+        "error",
         "gone",
         "received",
         "sent",
@@ -236,7 +253,21 @@ class WebSocketExchange:
         self.sent = self.received = 0
         self.disconnected = False
         self.gone: OSError | None = None
+        self.error: BaseException | None = None
         self.span_context: SpanContext | None = None
+
+    async def run(self, app: ASGIApp, scope: Scope) -> None:
+        """Call *app* with this exchange's ``receive`` and ``send``.
+
+        What it raises propagates unchanged and is kept in ``error``, unless it is the
+        ``OSError`` of a send to a client that had left (that one is in ``gone``).
+        """
+        try:
+            await app(scope, self.receive, self.send)
+        except BaseException as exc:
+            if exc is not self.gone:
+                self.error = exc
+            raise
 
     async def send(self, message: Message) -> None:
         kind = message["type"]

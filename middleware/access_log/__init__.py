@@ -212,15 +212,11 @@ class AccessLogMiddleware:
         tokens = self._bind_context(scope, span_context)
         ex = Exchange(send, receive, _now, self._trace_ids)
         ex.span_context = span_context  # on entry; the one at the response start wins
-        error: BaseException | None = None
         try:
-            await self.app(scope, ex.receive, ex.send)
-        except BaseException as exc:
-            error = exc if exc is not ex.gone else None
-            raise
+            await ex.run(self.app, scope)
         finally:
             try:
-                self._log_http(scope, timeout, start, ex, error)
+                self._log_http(scope, timeout, start, ex)
             finally:
                 _reset(tokens)
                 if started:
@@ -232,8 +228,8 @@ class AccessLogMiddleware:
         timeout: dict[str, Any],
         start: float,
         ex: Exchange,
-        error: BaseException | None,
     ) -> None:
+        error = ex.error
         end = ex.end
         duration = (_now() if end is None else end) - start
         status, error_type, floor = _http_outcome(ex, error)
@@ -317,40 +313,21 @@ class AccessLogMiddleware:
         tokens = self._bind_context(scope, span_context)
         ws = WebSocketExchange(send, receive, spans=self._trace_ids)
         ws.span_context = span_context  # on entry; the one at the accept wins
-        error: BaseException | None = None
         try:
-            await self.app(scope, ws.receive, ws.send)
-        except BaseException as exc:
-            error = exc if exc is not ws.gone else None
-            raise
+            await ws.run(self.app, scope)
         finally:
             try:
-                self._log_websocket(
-                    scope,
-                    _now() - start,
-                    ws.status,
-                    ws.close_code,
-                    ws.sent,
-                    ws.received,
-                    ws.disconnected,
-                    error,
-                    ws.span_context,
-                )
+                self._log_websocket(scope, _now() - start, ws)
             finally:
                 _reset(tokens)
 
-    def _log_websocket(
-        self,
-        scope: Scope,
-        duration: float,
-        status: int | None,
-        close_code: int | None,
-        sent: int,
-        received: int,
-        disconnected: bool,
-        error: BaseException | None,
-        span_context: SpanContext | None,
-    ) -> None:
+    def _log_websocket(self, scope: Scope, duration: float, ws: WebSocketExchange) -> None:
+        status, close_code, error, disconnected = (
+            ws.status,
+            ws.close_code,
+            ws.error,
+            ws.disconnected,
+        )
         error_type = None
         floor: int | None = None
         if error is not None:
@@ -374,9 +351,9 @@ class AccessLogMiddleware:
             status,
             duration,
             close_code,
-            received,
-            sent,
-            span_context,
+            ws.received,
+            ws.sent,
+            ws.span_context,
             error_type,
             disconnected,
         )

@@ -228,12 +228,8 @@ class DevInspectorMiddleware:
         first_span = [0, 0] if self._tracing else None
         token = None if first_span is None else REQUEST_SPAN.set(first_span)
 
-        error: BaseException | None = None
         try:
-            await self.app(scope, ex.receive, ex.send)
-        except BaseException as exc:
-            error = exc if exc is not ex.gone else None
-            raise
+            await ex.run(self.app, scope)
         finally:
             if token is not None:
                 REQUEST_SPAN.reset(token)
@@ -244,6 +240,7 @@ class DevInspectorMiddleware:
             elif first_span is not None:
                 trace_id, span_id = first_span
             status = ex.status
+            error = ex.error
             if status is None and isinstance(error, Exception) and not ex.disconnected:
                 status = 500  # what every ASGI server answers
             first_byte = ex.first_byte

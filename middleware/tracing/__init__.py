@@ -153,14 +153,10 @@ class TracingMiddleware:
         )
         self._recorder.begin(method, scheme)
         active = self._spans.activate(span, parent)
-        error: BaseException | None = None
         try:
-            await self.app(scope, ex.receive, ex.send)
-        except BaseException as exc:
-            error = exc if exc is not ex.gone else None
-            raise
+            await ex.run(self.app, scope)
         finally:
             self._spans.deactivate(active)
-            self._recorder.end(span, ex, error, route_of(scope), method, scheme, start)
+            self._recorder.end(span, ex, route_of(scope), method, scheme, start)
             if started:
                 end_chain(scope)

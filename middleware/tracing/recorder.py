@@ -112,7 +112,6 @@ class HttpRecorder:
         self,
         span: Span,
         ex: Exchange,
-        error: BaseException | None,
         route: str | None,
         method: str,
         scheme: str,
@@ -124,13 +123,13 @@ class HttpRecorder:
 
         Args:
             span: The request's span.
-            ex: What the request's messages showed.
-            error: The app's exception, if it raised (not the server's send failing).
+            ex: What the request's messages showed, and what the app raised (``error``).
             route: The route template, if the framework named one.
             method: The method as reported (``_OTHER`` for unknown ones).
             scheme: The scope's scheme.
             start: When the request started (``time.time_ns()``).
         """
+        error = ex.error
         self._in_flight[method, scheme] -= 1
         end = ex.end if ex.complete else time.time_ns()
         error_type = _error_type(error, ex)

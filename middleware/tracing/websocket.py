@@ -45,26 +45,21 @@ class WebSocketTracing:
         scope = start_chain(scope)
         ws = WebSocketExchange(send, receive, on_message=self._spans.message_events(span))
         active = self._spans.activate(span, parent)
-        error: BaseException | None = None
         try:
-            await self._app(scope, ws.receive, ws.send)
-        except BaseException as exc:
-            error = exc if exc is not ws.gone else None
-            raise
+            await ws.run(self._app, scope)
         finally:
             self._spans.deactivate(active)
             end = time.time_ns()
             if span.is_recording():
-                _record_outcome(span, ws, error, route_of(scope))
+                _record_outcome(span, ws, route_of(scope))
             span.end(end_time=end)
             if started:
                 end_chain(scope)
 
 
-def _record_outcome(
-    span: Span, ws: WebSocketExchange, error: BaseException | None, route: str | None
-) -> None:
+def _record_outcome(span: Span, ws: WebSocketExchange, route: str | None) -> None:
     """Name a recording span after its route; set the connection's outcome on it."""
+    error = ws.error
     attributes: dict[str, Any] = {}
     if route is not None:
         span.update_name(f"{WEBSOCKET_SPAN_NAME} {route}")
