@@ -7,6 +7,7 @@ import sys
 import textwrap
 import tomllib
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,14 @@ class AccessLog(Picky):
 
 class Compression(Picky):
     pass
+
+
+class Noisy:
+    """A middleware that warns about something other than a deprecated option."""
+
+    def __init__(self, app: ASGIApp, *, level: int = 1) -> None:
+        warnings.warn(f"level {level} is experimental", UserWarning, stacklevel=2)
+        self.app = app
 
 
 FAKES = Registry(
@@ -1421,8 +1430,21 @@ def test_an_option_under_its_deprecated_name_is_a_warning_at_its_line(tmp_path: 
         f"{tmp_path / 'asgikit.toml'}:5:1: warning: middleware[0].exempt: rate_limit: exempt "
         "is deprecated, use exclude_paths (the same meaning); exempt will be removed"
     )
-    assert "middleware[0].shadow: rate_limit: shadow is deprecated, use report_only" in str(
-        shadow
-    )
+    assert "middleware[0].shadow: rate_limit: shadow is deprecated, use report_only" in str(shadow)
     [entry] = config.middleware
     assert entry.arguments["exempt"] == ["/health"]  # still applied, under its new name
+
+
+def test_other_warnings_of_a_middleware_reach_the_caller_as_warnings(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="level 2 is experimental"):
+        config = load(
+            tmp_path,
+            """\
+            app = "x:y"
+            [[middleware]]
+            use = "tests.test_config:Noisy"
+            level = 2
+            """,
+            registry=Registry(),
+        )
+    assert config.warnings == ()

@@ -34,3 +34,12 @@ def test_the_inspector_is_exported_lazily() -> None:
     assert asgikit.middleware.DevInspectorMiddleware is DevInspectorMiddleware
     with pytest.raises(AttributeError, match="has no attribute 'NotAMiddleware'"):
         asgikit.middleware.NotAMiddleware  # noqa: B018
+
+
+def test_the_middleware_package_lists_every_middleware_before_loading_it() -> None:
+    code = (
+        "import sys, asgikit.middleware as m; names = dir(m); "
+        "print('CORSMiddleware' in names, 'asgikit.middleware.cors' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]

@@ -39,6 +39,10 @@ def test_no_patterns_is_false_and_covers_nothing() -> None:
     assert PathMatcher(["/x"])
 
 
+def test_a_matcher_shows_its_patterns() -> None:
+    assert repr(PathMatcher(["/a/", "/b*"])) == "PathMatcher(['/a', '/b*'])"
+
+
 def test_a_comma_separated_str_is_a_list() -> None:
     assert PathMatcher("/health, /metrics*").patterns == ("/health", "/metrics*")
 

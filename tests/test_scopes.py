@@ -17,7 +17,7 @@ from asgikit.middleware import (
     RequestIDMiddleware,
     TimeoutMiddleware,
 )
-from asgikit.scopes import CHAIN_KEY, derive_scope, innermost_with, start_chain
+from asgikit.scopes import CHAIN_KEY, derive_scope, end_chain, innermost_with, start_chain
 from asgikit.testing import request
 
 pytestmark = pytest.mark.anyio
@@ -50,6 +50,22 @@ def test_innermost_with_prefers_the_innermost_match() -> None:
     middle = derive_scope(outer, {"route": "inner"})
     derive_scope(middle, {"other": True})
     assert innermost_with(outer, ("route",))["route"] == "inner"
+
+
+def test_innermost_with_finds_nothing_in_a_chain_without_the_keys() -> None:
+    outer = start_chain({"type": "http"})
+    derive_scope(outer, {"other": True})
+    assert innermost_with(outer, ("route", "path_template")) is outer
+
+
+def test_end_chain_empties_the_chain_it_started_and_ignores_a_scope_without_one() -> None:
+    outer = start_chain({"type": "http"})
+    inner = derive_scope(outer, {"route": "r"})
+    end_chain(outer)
+    assert outer[CHAIN_KEY] == [] and inner[CHAIN_KEY] == []
+    plain = {"type": "http"}
+    end_chain(plain)
+    assert plain == {"type": "http"}
 
 
 async def test_the_access_log_sees_the_route_through_copying_middleware() -> None:

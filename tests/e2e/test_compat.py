@@ -50,7 +50,7 @@ def test_render_numbers_the_notes_and_marks_each_outcome() -> None:
         "versions": {"uvicorn": "1.0"},
     }
     page = compat.render(results, "`cors`", {"a-server": "serve a", "other": "serve o"})
-    assert "the canonical order,\n\n`cors`,\n" in page
+    assert "the canonical order (docs/architecture.md),\n\n`cors`,\n" in page
     assert "- a-server: `serve a`\n" in page and "serve o" not in page
     assert "Recorded with uvicorn 1.0." in page
     assert "| feature | a-server | b-server |" in page

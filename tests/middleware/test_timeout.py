@@ -30,7 +30,7 @@ from asgikit.middleware.timeout import (
     ResponseTimeout,
     TimeoutMiddleware,
 )
-from asgikit.middleware.timeout.routes import Policy, build_routes, make_policy
+from asgikit.middleware.timeout.routes import Limit, Policy, build_routes, make_policy
 from asgikit.paths import PathTable
 from asgikit.testing import (
     ALL_HTTP_EXTENSIONS,
@@ -834,6 +834,12 @@ def test_bad_options_fail_at_start_up(
 ) -> None:
     with pytest.raises(error, match=match):
         TimeoutMiddleware(fast_app(), **options)
+
+
+def test_a_policy_gives_the_length_of_each_limit() -> None:
+    policy = Policy(1.0, 2.0, 3.0, 504)
+    assert [policy.seconds(limit) for limit in Limit] == [1.0, 2.0, 3.0]
+    assert [limit.value for limit in Limit] == ["total", "first_byte", "request_body_idle"]
 
 
 def test_make_policy_without_any_limit_is_none() -> None:
