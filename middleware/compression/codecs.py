@@ -80,6 +80,10 @@ class Codec(Protocol):
     def stream(self, size_hint: int) -> Stream: ...
 
 
+_WINDOW_BITS: Final = tuple(max(10, min(15, reach)) for reach in range(65))
+"""By bit length: every size a server can hold (below 2**64 bytes) has one."""
+
+
 def gzip_window_bits(size: int) -> int:
     """The smallest zlib window (10-15 bits) that still reaches back over ``size`` bytes.
 
@@ -88,7 +92,9 @@ def gzip_window_bits(size: int) -> int:
     allocator has to fetch fresh memory for it, the default one's set-up is most of the
     cost of a 1 KiB body (about 5x the fitted one's).
     """
-    return max(10, min(15, (size + 261).bit_length()))
+    # A table by bit length: a third of a microsecond less than max/min per response
+    # (bench_compression, 2 KiB gzip, 2026-12-07: compress 6.35 against 6.69 µs).
+    return _WINDOW_BITS[(size + 261).bit_length()]
 
 
 class GzipCodec:

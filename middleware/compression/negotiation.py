@@ -259,6 +259,9 @@ def vetoed(headers: Iterable[tuple[bytes, bytes]], skip_set_cookie: bool) -> boo
     return False
 
 
+_VARY_FIELD: Final = (b"vary", VARY_TOKEN)
+
+
 def encoded_fields(
     headers: Iterable[tuple[bytes, bytes]], coding: tuple[bytes, bytes]
 ) -> list[tuple[bytes, bytes]]:
@@ -273,15 +276,21 @@ def encoded_fields(
         coding: The ``(b"content-encoding", token)`` field.
     """
     fields: list[tuple[bytes, bytes]] = []
+    varies = False
     for field in headers:
         name = field[0]
         if name in _REWRITTEN:
             if name == b"etag":
                 if field[1][:1] == b'"':
                     field = (name, b"W/" + field[1])
-            elif name != b"vary":
+            elif name == b"vary":
+                varies = True
+            else:
                 continue
         fields.append(field)
-    fields = add_vary(fields, VARY_TOKEN)
+    if varies:
+        fields = add_vary(fields, VARY_TOKEN)
+    else:  # what add_vary does without a Vary field, without its second pass
+        fields.append(_VARY_FIELD)
     fields.append(coding)
     return fields

@@ -35,10 +35,26 @@ _WS_DENIAL_HEADERS: Final = (
     (b"content-length", b"%d" % len(_WS_DENIAL_BODY)),
 )
 
+_OWNED_OR_VARY: Final = _OWNED | {b"vary"}
+_ADDED_VARY: Final = (b"vary", _VARY_ORIGIN)
+
 
 def _with_cors(headers: Iterable[Header], extra: tuple[Header, ...], vary: bool) -> list[Header]:
     """A new header list: the app's without the fields we own, ours, and ``Vary``."""
-    result = [field for field in headers if field[0] not in _OWNED]
+    result = [*headers]
+    for name, _ in result:
+        if name in _OWNED_OR_VARY:
+            break
+    else:
+        # The usual response has neither CORS fields nor a Vary: ours are appended, as
+        # add_vary would append its field (bench_cors, simple request with an origin
+        # list, 2026-12-07: 2.16 µs against 2.94 through the filter and add_vary; spread
+        # 0.08).
+        result.extend(extra)
+        if vary:
+            result.append(_ADDED_VARY)
+        return result
+    result = [field for field in result if field[0] not in _OWNED]
     result.extend(extra)
     return add_vary(result, _VARY_ORIGIN) if vary else result
 
