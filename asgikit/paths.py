@@ -58,8 +58,8 @@ class PathMatcher:
             comma-separated str.
         option: The option's name, for error messages.
 
-    A matcher with no patterns is false (``if matcher:``), so a middleware can skip the
-    test entirely when nothing is excluded.
+    A matcher with no patterns is false (``if matcher:``): a middleware keeps None
+    instead, and tests ``is not None`` per request (``__bool__`` is a Python call).
     """
 
     __slots__ = ("_exact", "_prefixes", "patterns")

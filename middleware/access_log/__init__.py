@@ -148,7 +148,8 @@ class AccessLogMiddleware:
         self._levels = status_level_table(status_levels or {})
         self._slow = positive_seconds(slow_threshold, "slow_threshold")
         self._slow_level = level_number(slow_level, "slow_level")
-        self._excluded = PathMatcher(exclude_paths)
+        excluded = PathMatcher(exclude_paths)
+        self._excluded = excluded if excluded else None  # None: no test at all
         self._sample_rate = float(sample_rate)
         always = [name.encode("ascii") for name in ALWAYS_REDACTED_HEADERS]
         self._lines = LineBuilder(
@@ -185,18 +186,10 @@ class AccessLogMiddleware:
         return tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            if self._excluded and self._excluded(scope["path"]):
-                await self.app(scope, receive, send)
-            else:
-                await self._http(scope, receive, send)
-        elif kind == "websocket" and self._websockets and not self._excluded(scope["path"]):
-            await self._websocket(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self._not_http(scope, receive, send)
+        if self._excluded is not None and self._excluded(scope["path"]):
+            return await self.app(scope, receive, send)
         start = _now()
         # TimeoutMiddleware, inside, fills this dict in when one of its limits fires; it
         # cannot reach a scope outside its own copy, so the dict is handed down. The
@@ -209,18 +202,34 @@ class AccessLogMiddleware:
         span_context = None
         if self._trace_ids and current_otel_context():  # empty: no span, and no call
             span_context = current_span_context()
-        tokens = self._bind_context(scope, span_context)
+        tokens = None
+        if span_context is not None or REQUEST_ID_KEY in scope:  # else nothing to bind
+            tokens = self._bind_context(scope, span_context)
         ex = Exchange(send, receive, _now, self._trace_ids)
         ex.span_context = span_context  # on entry; the one at the response start wins
         try:
-            await ex.run(self.app, scope)
+            await self.app(scope, ex.receive, ex.send)
+        except BaseException as exc:
+            ex.caught(exc)
+            raise
         finally:
             try:
                 self._log_http(scope, timeout, start, ex)
             finally:
-                _reset(tokens)
+                if tokens is not None:
+                    _reset(tokens)
                 if started:
                     end_chain(scope)
+
+    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "websocket"
+            and self._websockets
+            and not (self._excluded is not None and self._excluded(scope["path"]))
+        ):
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
     def _log_http(
         self,
@@ -236,7 +245,10 @@ class AccessLogMiddleware:
         timeout_error = timeout.get("error.type") if timeout else None
         if isinstance(timeout_error, str):  # the 504 (or the abort) was a deadline's
             error_type = timeout_error
-        level = self._level(status, floor)
+        if floor is None and status is not None and 0 <= status < 600:
+            level = self._levels[status]  # _level's common case (see _emit's below)
+        else:
+            level = self._level(status, floor)
         slow = self._slow is not None and duration >= self._slow
         if slow:
             level = max(level, self._slow_level)
@@ -260,6 +272,11 @@ class AccessLogMiddleware:
             fields[Field.SLOW] = True
         if quiet and self._sample_rate < 1.0:
             fields[Field.SAMPLE_RATE] = self._sample_rate
+        if error is None and (methods := self._methods):
+            # _level's and _emit's common cases written out: bench_access_log's plain
+            # GET, 2026-12-07, 11.29 against 11.64 µs through both calls (spread 0.1).
+            methods[level](HTTP_EVENT, **fields)
+            return
         if isinstance(error, Exception):
             fields["exc_info"] = error
         self._emit(level, HTTP_EVENT, fields, error)
@@ -314,7 +331,10 @@ class AccessLogMiddleware:
         ws = WebSocketExchange(send, receive, spans=self._trace_ids)
         ws.span_context = span_context  # on entry; the one at the accept wins
         try:
-            await ws.run(self.app, scope)
+            await self.app(scope, ws.receive, ws.send)
+        except BaseException as exc:
+            ws.caught(exc)
+            raise
         finally:
             try:
                 self._log_websocket(scope, _now() - start, ws)

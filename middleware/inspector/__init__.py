@@ -229,7 +229,10 @@ class DevInspectorMiddleware:
         token = None if first_span is None else REQUEST_SPAN.set(first_span)
 
         try:
-            await ex.run(self.app, scope)
+            await self.app(scope, ex.receive, ex.send)
+        except BaseException as exc:
+            ex.caught(exc)
+            raise
         finally:
             if token is not None:
                 REQUEST_SPAN.reset(token)

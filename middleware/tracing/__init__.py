@@ -85,7 +85,8 @@ class TracingMiddleware:
         if meter_provider is not None and not callable(getattr(meter_provider, "get_meter", 0)):
             raise TypeError(f"meter_provider: expected a MeterProvider, not {meter_provider!r}")
         self.app = app
-        self._excluded = PathMatcher(exclude_paths)
+        excluded = PathMatcher(exclude_paths)
+        self._excluded = excluded if excluded else None  # None: no test at all
         attributes = SpanAttributes(
             query_params=[
                 *DEFAULT_REDACTED_QUERY_PARAMS,
@@ -119,14 +120,14 @@ class TracingMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if self._excluded and self._excluded(scope["path"]):
+            if self._excluded is not None and self._excluded(scope["path"]):
                 await self.app(scope, receive, send)
             else:
                 await self._http(scope, receive, send)
         elif (
             kind == "websocket"
             and self._websocket is not None
-            and not self._excluded(scope["path"])
+            and not (self._excluded is not None and self._excluded(scope["path"]))
         ):
             await self._websocket(scope, receive, send)
         else:
@@ -154,7 +155,10 @@ class TracingMiddleware:
         self._recorder.begin(method, scheme)
         active = self._spans.activate(span, parent)
         try:
-            await ex.run(self.app, scope)
+            await self.app(scope, ex.receive, ex.send)
+        except BaseException as exc:
+            ex.caught(exc)
+            raise
         finally:
             self._spans.deactivate(active)
             self._recorder.end(span, ex, route_of(scope), method, scheme, start)

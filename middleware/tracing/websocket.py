@@ -46,7 +46,10 @@ class WebSocketTracing:
         ws = WebSocketExchange(send, receive, on_message=self._spans.message_events(span))
         active = self._spans.activate(span, parent)
         try:
-            await ws.run(self._app, scope)
+            await self._app(scope, ws.receive, ws.send)
+        except BaseException as exc:
+            ws.caught(exc)
+            raise
         finally:
             self._spans.deactivate(active)
             end = time.time_ns()
