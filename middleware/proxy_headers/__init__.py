@@ -139,9 +139,15 @@ class ProxyHeadersMiddleware:
     def _rewrite(self, scope: Scope, peer: object) -> Scope:
         """The scope the app gets: a copy with what trusted hops said, or ``scope`` itself."""
         headers = scope.get("headers", ())
-        found = [
-            (slot, value) for name, value in headers if (slot := self._names.get(name)) is not None
-        ]
+        names = self._names
+        found: list[tuple[int, bytes]] = []
+        # A loop, not a comprehension: on Python 3.11 a comprehension is a function call
+        # (proxy headers A/B, trusted peer without forwarded headers, 2026-12-07: 1.40
+        # µs, against 1.59 with a comprehension; spread 0.02).
+        for name, value in headers:
+            slot = names.get(name)
+            if slot is not None:
+                found.append((slot, value))
         if not found:
             return scope
         client, secure, host = self._result(found)

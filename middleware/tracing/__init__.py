@@ -118,22 +118,10 @@ class TracingMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            if self._excluded is not None and self._excluded(scope["path"]):
-                await self.app(scope, receive, send)
-            else:
-                await self._http(scope, receive, send)
-        elif (
-            kind == "websocket"
-            and self._websocket is not None
-            and not (self._excluded is not None and self._excluded(scope["path"]))
-        ):
-            await self._websocket(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self._not_http(scope, receive, send)
+        if self._excluded is not None and self._excluded(scope["path"]):
+            return await self.app(scope, receive, send)
         start = time.time_ns()
         method = METHODS.get(scope["method"], OTHER_METHOD)
         scheme = scope.get("scheme", "http")
@@ -164,3 +152,13 @@ class TracingMiddleware:
             self._recorder.end(span, ex, route_of(scope), method, scheme, start)
             if started:
                 end_chain(scope)
+
+    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "websocket"
+            and self._websocket is not None
+            and not (self._excluded is not None and self._excluded(scope["path"]))
+        ):
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
