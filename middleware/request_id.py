@@ -138,9 +138,19 @@ class RequestIDMiddleware:
         if scope_type != "http" and scope_type != "websocket":
             await self.app(scope, receive, send)
             return
-        request_id, rejected = self._incoming(scope) if self.trust_incoming else (None, None)
+        request_id = rejected = None
+        if self.trust_incoming:
+            wanted = self._header
+            # get_header, written out: bench_request_id, no incoming id, 2026-12-07: 3.89
+            # µs against 4.00 with the call (spread 0.05).
+            for name, value in scope.get("headers", ()):
+                if name == wanted:
+                    request_id, rejected = self._judge(value)
+                    break
         if request_id is None:
-            request_id = self._new_id()
+            request_id = self.generator()
+            if self.generator is not uuid7_hex and not _is_safe_id(request_id):
+                request_id = uuid7_hex()  # a custom generator must not smuggle CR/LF
         changes = {SCOPE_KEY: request_id}
         if rejected is not None:
             changes[REJECTED_SCOPE_KEY] = rejected
@@ -157,21 +167,11 @@ class RequestIDMiddleware:
         finally:
             log_var.reset(token)
 
-    def _incoming(self, scope: Scope) -> tuple[str | None, str | None]:
-        """The valid id the client sent, or the rendering of an invalid one."""
-        incoming = get_header(scope.get("headers", ()), self._header)
-        if incoming is None:
-            return None, None
+    def _judge(self, incoming: bytes) -> tuple[str | None, str | None]:
+        """The valid id the client sent, or (None and) the rendering of an invalid one."""
         if self.validator(incoming):
             return incoming.decode("ascii"), None
         return None, _escape(incoming)
-
-    def _new_id(self) -> str:
-        request_id = self.generator()
-        if self.generator is not uuid7_hex and not _is_safe_id(request_id):
-            # A custom generator must not smuggle CR/LF into a header or a log line.
-            request_id = uuid7_hex()
-        return request_id
 
     def _echoing(self, send: Send, scope: Scope, request_id: str) -> Send:
         """*send*, adding the id to the response start (or the websocket accept)."""
