@@ -42,8 +42,8 @@ from asgikit.scopes import DEADLINE_KEY, TIMEOUT_KEY, derive_scope
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
 from .clock import Abandonments, RequestClock, ResponseState
-from .routes import build_routes, grace_seconds, make_policy
-from .watch import LoopWatch, Watches
+from .routes import Policy, build_routes, grace_seconds, make_policy
+from .watch import Watches
 
 __all__ = ["DEADLINE_SCOPE_KEY", "INFO_SCOPE_KEY", "ResponseTimeout", "TimeoutMiddleware"]
 
@@ -160,56 +160,30 @@ class TimeoutMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return await self.app(scope, receive, send)
         policy = self._default if self._routes is None else self._routes.match(scope["path"])
         if policy is None:
-            await self.app(scope, receive, send)
-            return
+            return await self.app(scope, receive, send)
         holder = scope.get(INFO_SCOPE_KEY)
         info: dict[str, Any] = holder if isinstance(holder, dict) else {}
         watch = self._watches.current() if policy.watched else None
-        # anyio.current_time()'s clock, read directly: bench_timeout p10 -1.08 µs of 8.81 (bare),
-        # -1.03 of 16.68 (Starlette); noise 0.03 (p10s of identical code, same run), 2026-12-07
-        now = anyio.current_time() if watch is None else watch.loop.time()
-        clock = RequestClock(policy, now, scope, receive, send, info, self._abandonments)
-        app_scope = _app_scope(scope, info, clock.deadline)
+        if watch is None:  # trio, or request_body_idle alone
+            return await self._unwatched(policy, scope, receive, send, info)
+        # asyncio: the loop's watch, no task per request. anyio.current_time()'s clock,
+        # read directly: bench_timeout p10 -1.08 µs of 8.81 (bare), -1.03 of 16.68
+        # (Starlette); noise 0.03 (p10s of identical code, same run), 2026-12-07.
+        clock = RequestClock(
+            policy, watch.loop.time(), scope, receive, send, info, self._abandonments
+        )
         app_receive = receive if policy.request_body_idle is None else clock.receive
-        error: Exception | None = None
-        try:
-            if watch is not None:  # asyncio: the loop's watch, no task per request
-                error = await self._run_watched(clock, watch, app_scope, app_receive)
-            elif policy.watched:  # trio: a watchdog task beside the app
-                error = await self._run_with_watchdog(clock, app_scope, app_receive)
-            else:  # request_body_idle alone: receive keeps it, nothing else to watch
-                with anyio.CancelScope() as clock.cancel_scope:
-                    try:
-                        await self.app(app_scope, app_receive, clock.send)
-                    finally:
-                        clock.finish()
-        finally:
-            if clock.abandoned:
-                self._abandonments.returned(clock)
-        error = error or clock.error
-        if error is not None:
-            try:
-                raise error
-            finally:
-                del error  # no cycle through this frame's traceback
-        if clock.state is ResponseState.ABORTED:
-            raise _aborted(clock)
-
-    async def _run_watched(
-        self, clock: RequestClock, watch: LoopWatch, scope: Scope, receive: Receive
-    ) -> Exception | None:
-        """Run the app with its deadline on the loop's watch; return what it raised."""
         error: Exception | None = None
         try:
             with anyio.CancelScope() as clock.cancel_scope:
                 clock.watch(watch)
                 try:
-                    await self.app(scope, receive, clock.send)
-                except Exception as exc:  # re-raised by the caller, once the answer is out
+                    app_scope = _app_scope(scope, info, clock.deadline)
+                    await self.app(app_scope, app_receive, clock.send)
+                except Exception as exc:  # re-raised below, once the answer is out
                     error = exc
                 finally:
                     clock.finish()
@@ -220,7 +194,34 @@ class TimeoutMiddleware:
                 # Cancelled from outside: the answer must not go on sending after this
                 # call returned.
                 clock.answering.cancel()
-        return error
+            if clock.abandoned:
+                self._abandonments.returned(clock)
+        return _conclude(clock, error)
+
+    async def _unwatched(
+        self, policy: Policy, scope: Scope, receive: Receive, send: Send, info: dict[str, Any]
+    ) -> None:
+        """A request without the loop's watch: a watchdog task (trio), or nothing to watch
+        but the request body's idle time (``receive`` keeps that one)."""
+        clock = RequestClock(
+            policy, anyio.current_time(), scope, receive, send, info, self._abandonments
+        )
+        app_scope = _app_scope(scope, info, clock.deadline)
+        app_receive = receive if policy.request_body_idle is None else clock.receive
+        error: Exception | None = None
+        try:
+            if policy.watched:
+                error = await self._run_with_watchdog(clock, app_scope, app_receive)
+            else:
+                with anyio.CancelScope() as clock.cancel_scope:
+                    try:
+                        await self.app(app_scope, app_receive, clock.send)
+                    finally:
+                        clock.finish()
+        finally:
+            if clock.abandoned:
+                self._abandonments.returned(clock)
+        return _conclude(clock, error)
 
     async def _run_with_watchdog(
         self, clock: RequestClock, scope: Scope, receive: Receive
@@ -247,3 +248,16 @@ class TimeoutMiddleware:
             clock.error = exc
             assert clock.cancel_scope is not None
             clock.cancel_scope.cancel()
+
+
+def _conclude(clock: RequestClock, error: Exception | None) -> None:
+    """Raise what the app raised (once its answer is out), or the abort of a response
+    a limit cut short; return when the response went out whole."""
+    error = error or clock.error
+    if error is not None:
+        try:
+            raise error
+        finally:
+            del error  # no cycle through this frame's traceback
+    if clock.state is ResponseState.ABORTED:
+        raise _aborted(clock)
