@@ -14,6 +14,7 @@ __all__ = [
     "bounded_int",
     "flag",
     "mask_passwords",
+    "number",
     "positive_seconds",
     "renamed",
     "string_list",
@@ -58,9 +59,44 @@ def positive_seconds(value: Any, option: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{option} must be a number of seconds or None, not {value!r}")
+        raise TypeError(f"{option}: expected a number of seconds or None, got {value!r}")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{option} must be a positive, finite number of seconds: {value!r}")
+        raise ValueError(f"{option}: expected a positive, finite number of seconds, got {value!r}")
+    return float(value)
+
+
+def number(
+    value: object,
+    option: str,
+    *,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | None = None,
+) -> float:
+    """A finite number (an int or a float, not a bool) within the bounds given.
+
+    Args:
+        value: The option's value.
+        option: The option's name, for error messages.
+        minimum: The least value allowed.
+        above: The value must be greater than this.
+        maximum: The greatest value allowed.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{option}: expected a number, got {value!r}")
+    if (
+        not math.isfinite(value)
+        or (minimum is not None and value < minimum)
+        or (above is not None and value <= above)
+        or (maximum is not None and value > maximum)
+    ):
+        bounds = [
+            f"{word} {bound:g}"
+            for word, bound in (("at least", minimum), ("above", above), ("at most", maximum))
+            if bound is not None
+        ]
+        wanted = "a number " + " and ".join(bounds) if bounds else "a finite number"
+        raise ValueError(f"{option}: expected {wanted}, got {value!r}")
     return float(value)
 
 
@@ -74,10 +110,10 @@ def flag(value: object, option: str) -> bool:
 def bounded_int(value: object, option: str, minimum: int, maximum: int | None = None) -> int:
     """An int option within ``minimum`` and ``maximum`` (inclusive; None: no maximum)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{option} must be an int, not {value!r}")
+        raise TypeError(f"{option}: expected an integer, got {value!r}")
     if value < minimum or (maximum is not None and value > maximum):
         upper = "" if maximum is None else f" and at most {maximum}"
-        raise ValueError(f"{option} must be at least {minimum}{upper}, not {value}")
+        raise ValueError(f"{option}: expected an integer of at least {minimum}{upper}, got {value}")
     return value
 
 

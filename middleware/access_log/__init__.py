@@ -22,7 +22,7 @@ from asgikit.observe import (
     current_otel_context,
     current_span_context,
 )
-from asgikit.options import positive_seconds, string_list
+from asgikit.options import bounded_int, number, positive_seconds, string_list
 from asgikit.paths import PathMatcher
 from asgikit.redact import ALWAYS_REDACTED_HEADERS, DEFAULT_REDACTED_QUERY_PARAMS, header_names
 from asgikit.scopes import CHAIN_KEY, REQUEST_ID_KEY, TIMEOUT_KEY, end_chain, start_chain
@@ -134,14 +134,8 @@ class AccessLogMiddleware:
                 "logger must be a structlog logger (it is called with keyword fields); "
                 "wrap a logging.Logger with structlog.stdlib.get_logger(name) instead"
             )
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | float):
-            raise TypeError(f"sample_rate must be a number from 0 to 1, not {sample_rate!r}")
-        if not 0 <= sample_rate <= 1:
-            raise ValueError(f"sample_rate must be from 0 to 1, not {sample_rate!r}")
-        if isinstance(max_field_length, bool) or not isinstance(max_field_length, int):
-            raise TypeError(f"max_field_length must be an int, not {max_field_length!r}")
-        if max_field_length < 16:
-            raise ValueError(f"max_field_length must be at least 16, not {max_field_length}")
+        number(sample_rate, "sample_rate", minimum=0, maximum=1)
+        bounded_int(max_field_length, "max_field_length", 16)
         self.app = app
         self._logger = structlog.get_logger("asgikit.access") if logger is None else logger
         self._methods: dict[int, Any] | None = None  # see _logging_methods

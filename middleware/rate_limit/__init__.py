@@ -28,7 +28,7 @@ from typing import Final, Literal
 import structlog
 
 from asgikit.headers import get_header, parse_qlist
-from asgikit.options import flag, renamed
+from asgikit.options import bounded_int, flag, number, renamed
 from asgikit.paths import PathMatcher
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -198,13 +198,9 @@ class RateLimitMiddleware:
             raise ValueError(
                 f"on_backend_error: expected 'allow' or 'deny', got {on_backend_error!r}"
             )
-        for name, seconds in (("timeout", timeout), ("log_interval", log_interval)):
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-                raise TypeError(f"{name}: expected a number of seconds, got {seconds!r}")
-            if not 0 <= seconds < math.inf or (name == "timeout" and seconds == 0):
-                raise ValueError(f"{name}: expected a positive number of seconds, got {seconds}")
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
-            raise ValueError(f"max_keys: expected an integer of at least 1, got {max_keys!r}")
+        number(timeout, "timeout", above=0)
+        number(log_interval, "log_interval", minimum=0)
+        bounded_int(max_keys, "max_keys", 1)
         self._rules = build_rules(rules, rate=rate, burst=burst, key=key, ipv6_prefix=ipv6_prefix)
         excluded = PathMatcher(exclude_paths, "exempt" if exempt is not None else "exclude_paths")
         self._excluded = excluded if excluded else None

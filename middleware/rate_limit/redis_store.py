@@ -41,7 +41,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 
-from asgikit.options import mask_passwords
+from asgikit.options import mask_passwords, number
 
 from .store import MICROSECONDS, Decision, Quota, StoreError
 
@@ -120,10 +120,8 @@ class RedisStore:
         prefix: str = "asgikit:rl:",
         cooldown: float = 1.0,
     ) -> None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-            raise ValueError(f"timeout: expected seconds above 0, got {timeout!r}")
-        if isinstance(cooldown, bool) or not isinstance(cooldown, int | float) or cooldown < 0:
-            raise ValueError(f"cooldown: expected seconds, at least 0, got {cooldown!r}")
+        number(timeout, "timeout", above=0)
+        number(cooldown, "cooldown", minimum=0)
         if not isinstance(prefix, str):
             raise TypeError(f"prefix: expected a string, got {prefix!r}")
         try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final, TypedDict
 
 from asgikit.headers import get_header
+from asgikit.options import bounded_int
 from asgikit.paths import PathMatcher, path_pattern
 from asgikit.types import Scope
 
@@ -254,8 +255,7 @@ def _quota(spec: Mapping[str, object], where: str) -> Quota:
     except ValueError as exc:
         raise ValueError(f"{where}.rate: {exc}") from exc
     burst = spec.get("burst", limit)
-    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-        raise ValueError(f"{where}.burst: expected an integer >= 1, got {burst!r}")
+    bounded_int(burst, f"{where}.burst", 1)
     return Quota(limit=limit, period=period, burst=burst)
 
 

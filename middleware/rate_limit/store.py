@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple, Protocol
 
+from asgikit.options import bounded_int
+
 __all__ = [
     "Decision",
     "MemoryStore",
@@ -193,8 +195,7 @@ class MemoryStore:
     __slots__ = ("_clock", "_max_keys", "_tats", "evictions", "round_trips")
 
     def __init__(self, *, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic):
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
-            raise ValueError(f"max_keys: expected an integer of at least 1, got {max_keys!r}")
+        bounded_int(max_keys, "max_keys", 1)
         self._max_keys = max_keys
         self._clock = clock
         self._tats: OrderedDict[str, int] = OrderedDict()

@@ -228,7 +228,7 @@ def test_window_is_whole_seconds_rounded_up() -> None:
         ([{"rate": "lots"}], {}, ValueError, "rules[0].rate: expected"),
         ([{"rate": "0/s"}], {}, ValueError, "rules[0].rate: the count"),
         ([{"rate": "1/s", "burst": 0}], {}, ValueError, "rules[0].burst: expected"),
-        ([{"rate": "1/s", "burst": True}], {}, ValueError, "rules[0].burst: expected"),
+        ([{"rate": "1/s", "burst": True}], {}, TypeError, "rules[0].burst: expected"),
         ([{"rate": "1/s", "path": "api"}], {}, ValueError, "rules[0].path: expected"),
         ([{"rate": "1/s", "route": 5}], {}, ValueError, "rules[0].route: expected"),
         ([{"rate": "1/s", "route": "u/{id}"}], {}, ValueError, "rules[0].route: expected"),

@@ -807,10 +807,10 @@ async def test_app_bugs_after_the_end_still_reach_the_checker() -> None:
 @pytest.mark.parametrize(
     ("options", "error", "match"),
     [
-        ({"total": 0}, ValueError, "total must be a positive"),
+        ({"total": 0}, ValueError, "total: expected a positive"),
         ({"total": -1.0}, ValueError, "total"),
         ({"total": float("inf")}, ValueError, "total"),
-        ({"total": "30"}, TypeError, "total must be a number"),
+        ({"total": "30"}, TypeError, "total: expected a number"),
         ({"total": True}, TypeError, "total"),
         ({"first_byte": 30.0}, ValueError, "first_byte .* must be shorter than total"),
         ({"request_body_idle": 0.0}, ValueError, "request_body_idle"),
