@@ -42,7 +42,7 @@ from asgikit.scopes import DEADLINE_KEY, TIMEOUT_KEY, derive_scope
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
 from .clock import Abandonments, RequestClock, ResponseState
-from .routes import Policy, build_routes, grace_seconds, make_policy
+from .routes import Limits, build_routes, grace_seconds, make_limits
 from .watch import Watches
 
 __all__ = ["DEADLINE_SCOPE_KEY", "INFO_SCOPE_KEY", "ResponseTimeout", "TimeoutMiddleware"]
@@ -89,7 +89,7 @@ def _app_scope(scope: Scope, info: dict[str, Any], deadline: float | None) -> Sc
 def _aborted(clock: RequestClock) -> ResponseTimeout:
     """What an exchange aborted mid-response raises: the limit that fired, and its length."""
     assert clock.fired is not None
-    seconds = clock.policy.seconds(clock.fired)
+    seconds = clock.limits.seconds(clock.fired)
     assert seconds is not None
     return ResponseTimeout(clock.fired.value, seconds)
 
@@ -138,7 +138,7 @@ class TimeoutMiddleware:
             "request_body_idle": request_body_idle,
             "status_code": status_code,
         }
-        self._default = make_policy(defaults)
+        self._default = make_limits(defaults)
         entries = build_routes(defaults, {} if routes is None else routes, exclude_paths)
         self._routes = PathTable(entries, self._default) if entries else None
         self._abandonments = Abandonments(grace_seconds(cancel_grace))
@@ -161,21 +161,21 @@ class TimeoutMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        policy = self._default if self._routes is None else self._routes.match(scope["path"])
-        if policy is None:
+        limits = self._default if self._routes is None else self._routes.match(scope["path"])
+        if limits is None:
             return await self.app(scope, receive, send)
         holder = scope.get(INFO_SCOPE_KEY)
         info: dict[str, Any] = holder if isinstance(holder, dict) else {}
-        watch = self._watches.current() if policy.watched else None
+        watch = self._watches.current() if limits.watched else None
         if watch is None:  # trio, or request_body_idle alone
-            return await self._unwatched(policy, scope, receive, send, info)
+            return await self._unwatched(limits, scope, receive, send, info)
         # asyncio: the loop's watch, no task per request. anyio.current_time()'s clock,
         # read directly: bench_timeout p10 -1.08 µs of 8.81 (bare), -1.03 of 16.68
         # (Starlette); noise 0.03 (p10s of identical code, same run), 2026-12-07.
         clock = RequestClock(
-            policy, watch.loop.time(), scope, receive, send, info, self._abandonments
+            limits, watch.loop.time(), scope, receive, send, info, self._abandonments
         )
-        app_receive = receive if policy.request_body_idle is None else clock.receive
+        app_receive = receive if limits.request_body_idle is None else clock.receive
         error: Exception | None = None
         try:
             with anyio.CancelScope() as clock.cancel_scope:
@@ -199,18 +199,18 @@ class TimeoutMiddleware:
         return _conclude(clock, error)
 
     async def _unwatched(
-        self, policy: Policy, scope: Scope, receive: Receive, send: Send, info: dict[str, Any]
+        self, limits: Limits, scope: Scope, receive: Receive, send: Send, info: dict[str, Any]
     ) -> None:
         """A request without the loop's watch: a watchdog task (trio), or nothing to watch
         but the request body's idle time (``receive`` keeps that one)."""
         clock = RequestClock(
-            policy, anyio.current_time(), scope, receive, send, info, self._abandonments
+            limits, anyio.current_time(), scope, receive, send, info, self._abandonments
         )
         app_scope = _app_scope(scope, info, clock.deadline)
-        app_receive = receive if policy.request_body_idle is None else clock.receive
+        app_receive = receive if limits.request_body_idle is None else clock.receive
         error: Exception | None = None
         try:
-            if policy.watched:
+            if limits.watched:
                 error = await self._run_with_watchdog(clock, app_scope, app_receive)
             else:
                 with anyio.CancelScope() as clock.cancel_scope:

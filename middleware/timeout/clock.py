@@ -20,7 +20,7 @@ import structlog
 
 from asgikit.types import Message, Receive, Scope, Send
 
-from .routes import Limit, Policy
+from .routes import Limit, Limits
 from .watch import LoopWatch, Watched, later, spawn
 
 if TYPE_CHECKING:
@@ -124,8 +124,8 @@ class RequestClock:
         "idle_from",
         "info",
         "late",
+        "limits",
         "pending",
-        "policy",
         "queue",
         "scope",
         "settled",
@@ -140,7 +140,7 @@ class RequestClock:
 
     def __init__(
         self,
-        policy: Policy,
+        limits: Limits,
         now: float,
         scope: Scope,
         receive: Receive,
@@ -148,7 +148,7 @@ class RequestClock:
         info: dict[str, Any],
         abandonments: Abandonments,
     ) -> None:
-        self.policy = policy
+        self.limits = limits
         self.scope = scope
         self.upstream = receive
         self.downstream = send
@@ -163,8 +163,8 @@ class RequestClock:
         self.error: Exception | None = None
         self.fired: Limit | None = None
         self.cancel_scope: anyio.CancelScope | None = None
-        self.total_at = None if policy.total is None else now + policy.total
-        self.first_byte_at = None if policy.first_byte is None else now + policy.first_byte
+        self.total_at = None if limits.total is None else now + limits.total
+        self.first_byte_at = None if limits.first_byte is None else now + limits.first_byte
         # Made by the watchdog when it starts waiting on them, so a fast app that is done
         # before the watchdog first runs costs no events and no extra trip round the loop,
         # and the asyncio watch, which never waits on them, none at all. bench_timeout,
@@ -218,7 +218,7 @@ class RequestClock:
         """``receive`` with the ``request_body_idle`` limit, until the body is complete."""
         if self.body_done:
             return await self.upstream()
-        idle = self.policy.request_body_idle
+        idle = self.limits.request_body_idle
         assert idle is not None
         message: Message | None = None
         with anyio.move_on_at(self.idle_from + idle):
@@ -297,7 +297,7 @@ class RequestClock:
             with anyio.move_on_at(self.first_byte_at):
                 await started.wait()
             if self._waiting():
-                await self.answer(Limit.FIRST_BYTE, self.policy.status_code)
+                await self.answer(Limit.FIRST_BYTE, self.limits.status_code)
                 return Limit.FIRST_BYTE
         if self.total_at is None:
             return None
@@ -308,7 +308,7 @@ class RequestClock:
         if self.app_done:
             return None
         if self.state is ResponseState.WAITING:
-            await self.answer(Limit.TOTAL, self.policy.status_code)
+            await self.answer(Limit.TOTAL, self.limits.status_code)
             return Limit.TOTAL
         if self.state is ResponseState.STREAMING:
             self.abort(Limit.TOTAL)
@@ -339,15 +339,15 @@ class RequestClock:
         """Have the loop's watch act on the first deadline that applies."""
         self.watching = True
         self.context = contextvars.copy_context()
-        policy = self.policy
-        if policy.first_byte is not None and self.first_byte_at is not None:
+        limits = self.limits
+        if limits.first_byte is not None and self.first_byte_at is not None:
             self.pending = Limit.FIRST_BYTE
-            watch.add(self, policy.first_byte, self.first_byte_at)
-        else:  # a watched policy has first_byte or total
-            assert policy.total is not None
+            watch.add(self, limits.first_byte, self.first_byte_at)
+        else:  # a watched limits has first_byte or total
+            assert limits.total is not None
             assert self.total_at is not None
             self.pending = Limit.TOTAL
-            watch.add(self, policy.total, self.total_at)
+            watch.add(self, limits.total, self.total_at)
 
     def unwatch(self) -> None:
         self.watching = False
@@ -365,7 +365,7 @@ class RequestClock:
         self.watching = False
         assert self.pending is not None
         if self.state is ResponseState.WAITING:
-            status = self.policy.status_code
+            status = self.limits.status_code
             self.answered(self.pending, status)
             assert self.context is not None
             self.answering = spawn(watch, self._deliver(watch, self.pending, status), self.context)

@@ -1,4 +1,4 @@
-"""TimeoutMiddleware's pure logic: option validation, the limits, per-path policies."""
+"""TimeoutMiddleware's pure logic: option validation, the limits, per-path limit sets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from asgikit.options import positive_seconds
 from asgikit.paths import path_pattern
 
-__all__ = ["OVERRIDABLE", "Limit", "Policy", "build_routes", "grace_seconds", "make_policy"]
+__all__ = ["OVERRIDABLE", "Limit", "Limits", "build_routes", "grace_seconds", "make_limits"]
 
 OVERRIDABLE = frozenset({"total", "first_byte", "request_body_idle", "status_code"})
 """The options a ``routes`` entry may override."""
@@ -26,7 +26,7 @@ class Limit(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Policy:
+class Limits:
     """The limits that apply to one request (seconds; None = no limit)."""
 
     total: float | None
@@ -40,7 +40,7 @@ class Policy:
         return self.total is not None or self.first_byte is not None
 
     def seconds(self, limit: Limit) -> float | None:
-        """The length of ``limit`` in this policy."""
+        """The length of ``limit`` in this limits."""
         if limit is Limit.TOTAL:
             return self.total
         if limit is Limit.FIRST_BYTE:
@@ -48,7 +48,7 @@ class Policy:
         return self.request_body_idle
 
 
-def make_policy(options: Mapping[str, Any], where: str = "") -> Policy | None:
+def make_limits(options: Mapping[str, Any], where: str = "") -> Limits | None:
     """Validate ``total``, ``first_byte``, ``request_body_idle`` and ``status_code``.
 
     Returns None when no limit is set at all (the middleware then steps aside).
@@ -67,7 +67,7 @@ def make_policy(options: Mapping[str, Any], where: str = "") -> Policy | None:
         )
     if total is None and first_byte is None and idle is None:
         return None
-    return Policy(total, first_byte, idle, status)
+    return Limits(total, first_byte, idle, status)
 
 
 def grace_seconds(value: Any) -> float:
@@ -87,17 +87,17 @@ def build_routes(
     defaults: Mapping[str, Any],
     routes: Mapping[str, Mapping[str, Any]],
     exclude_paths: Iterable[str],
-) -> list[tuple[str, Policy | None]]:
-    """Validate ``routes`` and ``exclude_paths`` into (prefix, policy) pairs.
+) -> list[tuple[str, Limits | None]]:
+    """Validate ``routes`` and ``exclude_paths`` into (prefix, limits) pairs.
 
-    A route's policy is the defaults with its overrides applied; an excluded path has no
-    policy (None). A prefix may appear once across both.
+    A route's limits is the defaults with its overrides applied; an excluded path has no
+    limits (None). A prefix may appear once across both.
     """
     if isinstance(exclude_paths, str | bytes):
         raise TypeError("exclude_paths must be a collection of paths, not a single str")
     if not isinstance(routes, Mapping):
         raise TypeError("routes must be a mapping of path prefix -> {option: value}")
-    entries: dict[str, Policy | None] = {}
+    entries: dict[str, Limits | None] = {}
     for raw in exclude_paths:
         prefix = path_pattern(raw, "exclude_paths")
         if prefix in entries:
@@ -114,5 +114,5 @@ def build_routes(
             raise ValueError(
                 f"routes[{raw!r}] has unknown options {unknown}; allowed: {sorted(OVERRIDABLE)}"
             )
-        entries[prefix] = make_policy({**defaults, **overrides}, f" in routes[{raw!r}]")
+        entries[prefix] = make_limits({**defaults, **overrides}, f" in routes[{raw!r}]")
     return list(entries.items())

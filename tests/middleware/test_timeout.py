@@ -30,7 +30,7 @@ from asgikit.middleware.timeout import (
     ResponseTimeout,
     TimeoutMiddleware,
 )
-from asgikit.middleware.timeout.routes import Limit, Policy, build_routes, make_policy
+from asgikit.middleware.timeout.routes import Limit, Limits, build_routes, make_limits
 from asgikit.paths import PathTable
 from asgikit.testing import (
     ALL_HTTP_EXTENSIONS,
@@ -837,19 +837,19 @@ def test_bad_options_fail_at_start_up(
 
 
 def test_a_policy_gives_the_length_of_each_limit() -> None:
-    policy = Policy(1.0, 2.0, 3.0, 504)
+    policy = Limits(1.0, 2.0, 3.0, 504)
     assert [policy.seconds(limit) for limit in Limit] == [1.0, 2.0, 3.0]
     assert [limit.value for limit in Limit] == ["total", "first_byte", "request_body_idle"]
 
 
 def test_make_policy_without_any_limit_is_none() -> None:
     options = {"total": None, "first_byte": None, "request_body_idle": None, "status_code": 504}
-    assert make_policy(options) is None
-    assert make_policy({**options, "first_byte": 2}) == Policy(None, 2.0, None, 504)
+    assert make_limits(options) is None
+    assert make_limits({**options, "first_byte": 2}) == Limits(None, 2.0, None, 504)
 
 
 def test_route_table_matches_whole_segments_longest_first() -> None:
-    a, b, root = (Policy(float(n), None, None, 504) for n in (1, 2, 3))
+    a, b, root = (Limits(float(n), None, None, 504) for n in (1, 2, 3))
     defaults = {"total": 9, "first_byte": None, "request_body_idle": None, "status_code": 504}
     entries = build_routes(defaults, {"/api/": {"total": 1}, "/api/v2": {"total": 2}}, ["/x"])
     table = PathTable(entries, None)
