@@ -25,7 +25,14 @@ from asgikit.observe import (
 from asgikit.options import bounded_int, number, positive_seconds, string_list
 from asgikit.paths import PathMatcher
 from asgikit.redact import ALWAYS_REDACTED_HEADERS, DEFAULT_REDACTED_QUERY_PARAMS, header_names
-from asgikit.scopes import CHAIN_KEY, REQUEST_ID_KEY, TIMEOUT_KEY, end_chain, start_chain
+from asgikit.scopes import (
+    CHAIN_KEY,
+    REQUEST_ID_KEY,
+    TIMEOUT_KEY,
+    derive_scope,
+    end_chain,
+    start_chain,
+)
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
 from .levels import level_number, status_level_table
@@ -192,7 +199,11 @@ class AccessLogMiddleware:
         holder = scope.get(TIMEOUT_KEY)
         timeout: dict[str, Any] = holder if isinstance(holder, dict) else {}
         started = CHAIN_KEY not in scope
-        scope = start_chain(scope, None if timeout is holder else {TIMEOUT_KEY: timeout})
+        if started:
+            scope = start_chain(scope)  # a copy of our own: one store is enough
+            scope[TIMEOUT_KEY] = timeout
+        elif timeout is not holder:
+            scope = derive_scope(scope, {TIMEOUT_KEY: timeout})
         span_context = None
         if self._trace_ids and current_otel_context():  # empty: no span, and no call
             span_context = current_span_context()
@@ -235,7 +246,10 @@ class AccessLogMiddleware:
         error = ex.error
         end = ex.end
         duration = (_now() if end is None else end) - start
-        status, error_type, floor = _http_outcome(ex, error)
+        if error is None and ex.complete:  # the usual outcome, decided without a call
+            status, error_type, floor = ex.status, None, None
+        else:
+            status, error_type, floor = _http_outcome(ex, error)
         timeout_error = timeout.get("error.type") if timeout else None
         if isinstance(timeout_error, str):  # the 504 (or the abort) was a deadline's
             error_type = timeout_error
