@@ -254,8 +254,7 @@ def _quota(spec: Mapping[str, object], where: str) -> Quota:
         limit, period = parse_rate(rate)
     except ValueError as exc:
         raise ValueError(f"{where}.rate: {exc}") from exc
-    burst = spec.get("burst", limit)
-    bounded_int(burst, f"{where}.burst", 1)
+    burst = bounded_int(spec.get("burst", limit), f"{where}.burst", 1)
     return Quota(limit=limit, period=period, burst=burst)
 
 
