@@ -147,6 +147,15 @@ class Exchange:
         if exc is not self.gone:
             self.error = exc
 
+    def release(self) -> None:
+        """Drop the exceptions kept (``error``, ``gone``) once they were read.
+
+        The call that ran the app is a frame in their tracebacks, and that frame holds
+        this exchange: without this, every failed request would be a reference cycle
+        that keeps all its objects until the garbage collector runs.
+        """
+        self.error = self.gone = None
+
     async def send(self, message: Message) -> None:
         kind = message["type"]
         size = 0
@@ -264,6 +273,15 @@ class WebSocketExchange:
         """
         if exc is not self.gone:
             self.error = exc
+
+    def release(self) -> None:
+        """Drop the exceptions kept (``error``, ``gone``) once they were read.
+
+        The call that ran the app is a frame in their tracebacks, and that frame holds
+        this exchange: without this, every failed request would be a reference cycle
+        that keeps all its objects until the garbage collector runs.
+        """
+        self.error = self.gone = None
 
     async def send(self, message: Message) -> None:
         kind = message["type"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from typing import Any, Final, TypeVar
 
 __all__ = [
@@ -131,7 +131,8 @@ def renamed(old: str, old_value: _T | None, new: str, new_value: _T, default: _T
     """
     if old_value is None:
         return new_value
-    if new_value != default:
+    if new_value != default and not (isinstance(new_value, Sized) and len(new_value) == 0):
+        # Given, and not as an empty list beside a default of () (the same: nothing).
         raise TypeError(f"{old} is the deprecated name of {new}: give {new} only")
     warnings.warn(
         f"{old} is deprecated, use {new} (the same meaning); {old} will be removed",

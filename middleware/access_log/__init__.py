@@ -27,6 +27,7 @@ from asgikit.paths import PathMatcher
 from asgikit.redact import ALWAYS_REDACTED_HEADERS, DEFAULT_REDACTED_QUERY_PARAMS, header_names
 from asgikit.scopes import (
     CHAIN_KEY,
+    PEER_KEY,
     REQUEST_ID_KEY,
     TIMEOUT_KEY,
     derive_scope,
@@ -37,7 +38,19 @@ from asgikit.types import ASGIApp, Receive, Scope, Send
 
 from .levels import level_number, status_level_table
 
-__all__ = ["AccessLogMiddleware"]
+__all__ = [
+    "ALWAYS_REDACTED_HEADERS",
+    "DEFAULT_REDACTED_QUERY_PARAMS",
+    "PEER_SCOPE_KEY",
+    "REQUEST_ID_SCOPE_KEY",
+    "TIMEOUT_SCOPE_KEY",
+    "AccessLogMiddleware",
+]
+
+# The names this module has always offered, now defined once in the kit.
+PEER_SCOPE_KEY: Final = PEER_KEY
+REQUEST_ID_SCOPE_KEY: Final = REQUEST_ID_KEY
+TIMEOUT_SCOPE_KEY: Final = TIMEOUT_KEY
 
 _INFO, _WARNING, _ERROR = 20, 30, 40
 # structlog's lazy proxy, the type structlog.get_logger returns.
@@ -225,6 +238,7 @@ class AccessLogMiddleware:
                     _reset(tokens)
                 if started:
                     end_chain(scope)
+                ex.release()
 
     async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -348,6 +362,7 @@ class AccessLogMiddleware:
                 self._log_websocket(scope, _now() - start, ws)
             finally:
                 _reset(tokens)
+                ws.release()
 
     def _log_websocket(self, scope: Scope, duration: float, ws: WebSocketExchange) -> None:
         status, close_code, error, disconnected = (

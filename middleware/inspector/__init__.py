@@ -236,35 +236,46 @@ class DevInspectorMiddleware:
         finally:
             if token is not None:
                 REQUEST_SPAN.reset(token)
-            trace_id = span_id = 0
-            span_context = ex.span_context
-            if span_context is not None:
-                trace_id, span_id = span_context.trace_id, span_context.span_id
-            elif first_span is not None:
-                trace_id, span_id = first_span
-            status = ex.status
-            error = ex.error
-            if status is None and isinstance(error, Exception) and not ex.disconnected:
-                status = 500  # what every ASGI server answers
-            first_byte = ex.first_byte
-            self._record(
-                Record(
-                    scope=self._facts(scope),
-                    started_ns=started_ns,
-                    status=status,
-                    duration=_now() - start,
-                    ttfb=None if first_byte is None else first_byte - start,
-                    received=ex.received,
-                    sent=ex.sent,
-                    response_headers=ex.response_headers,
-                    trace_id=trace_id,
-                    span_id=span_id,
-                    error=None if error is None else _error(error, self._limit),
-                    disconnected=ex.disconnected,
-                )
-            )
+            self._record(self._recorded_as(scope, ex, first_span, started_ns, start))
             if started:
                 end_chain(scope)
+            ex.release()
+
+    def _recorded_as(
+        self,
+        scope: Scope,
+        ex: Exchange,
+        first_span: list[int] | None,
+        started_ns: int,
+        start: float,
+    ) -> Record:
+        """The request's record, from what its exchange saw (a frame of its own: the
+        exception is not kept in the frame that ran the app)."""
+        trace_id = span_id = 0
+        span_context = ex.span_context
+        if span_context is not None:
+            trace_id, span_id = span_context.trace_id, span_context.span_id
+        elif first_span is not None:
+            trace_id, span_id = first_span
+        status = ex.status
+        error = ex.error
+        if status is None and isinstance(error, Exception) and not ex.disconnected:
+            status = 500  # what every ASGI server answers
+        first_byte = ex.first_byte
+        return Record(
+            scope=self._facts(scope),
+            started_ns=started_ns,
+            status=status,
+            duration=_now() - start,
+            ttfb=None if first_byte is None else first_byte - start,
+            received=ex.received,
+            sent=ex.sent,
+            response_headers=ex.response_headers,
+            trace_id=trace_id,
+            span_id=span_id,
+            error=None if error is None else _error(error, self._limit),
+            disconnected=ex.disconnected,
+        )
 
     @staticmethod
     def _facts(scope: Scope) -> dict[str, Any]:

@@ -128,7 +128,7 @@ class TimeoutMiddleware:
         first_byte: float | None = None,
         request_body_idle: float | None = None,
         status_code: int = 504,
-        exclude_paths: Iterable[str] = (),
+        exclude_paths: str | Iterable[str] = (),
         routes: Mapping[str, Mapping[str, Any]] | None = None,
         cancel_grace: float = 1.0,
     ) -> None:
@@ -196,7 +196,10 @@ class TimeoutMiddleware:
                 clock.answering.cancel()
             if clock.abandoned:
                 self._abandonments.returned(clock)
-        return _conclude(clock, error)
+        try:
+            return _conclude(clock, error)
+        finally:
+            del error  # no cycle through this frame's traceback
 
     async def _unwatched(
         self, limits: Limits, scope: Scope, receive: Receive, send: Send, info: dict[str, Any]
@@ -221,7 +224,10 @@ class TimeoutMiddleware:
         finally:
             if clock.abandoned:
                 self._abandonments.returned(clock)
-        return _conclude(clock, error)
+        try:
+            return _conclude(clock, error)
+        finally:
+            del error  # no cycle through this frame's traceback
 
     async def _run_with_watchdog(
         self, clock: RequestClock, scope: Scope, receive: Receive
@@ -237,7 +243,10 @@ class TimeoutMiddleware:
                 error = exc
             finally:
                 clock.finish()
-        return error
+        try:
+            return error
+        finally:
+            del error  # this frame is in the error's traceback: no cycle through it
 
     async def _watchdog(self, clock: RequestClock) -> None:
         try:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from asgikit.options import positive_seconds
+from asgikit.options import positive_seconds, string_list
 from asgikit.paths import path_pattern
 
 __all__ = ["OVERRIDABLE", "Limit", "Limits", "build_routes", "grace_seconds", "make_limits"]
@@ -86,19 +86,17 @@ def grace_seconds(value: Any) -> float:
 def build_routes(
     defaults: Mapping[str, Any],
     routes: Mapping[str, Mapping[str, Any]],
-    exclude_paths: Iterable[str],
+    exclude_paths: str | Iterable[str],
 ) -> list[tuple[str, Limits | None]]:
     """Validate ``routes`` and ``exclude_paths`` into (prefix, limits) pairs.
 
     A route's limits is the defaults with its overrides applied; an excluded path has no
     limits (None). A prefix may appear once across both.
     """
-    if isinstance(exclude_paths, str | bytes):
-        raise TypeError("exclude_paths must be a collection of paths, not a single str")
     if not isinstance(routes, Mapping):
         raise TypeError("routes must be a mapping of path prefix -> {option: value}")
     entries: dict[str, Limits | None] = {}
-    for raw in exclude_paths:
+    for raw in string_list(exclude_paths, "exclude_paths"):
         prefix = path_pattern(raw, "exclude_paths")
         if prefix in entries:
             raise ValueError(f"exclude_paths lists {prefix!r} twice")

@@ -68,7 +68,7 @@ class TracingMiddleware:
         *,
         tracer_provider: Any = None,
         meter_provider: Any = None,
-        exclude_paths: Sequence[str] = (),
+        exclude_paths: str | Sequence[str] = (),
         capture_request_headers: Sequence[str] = (),
         capture_response_headers: Sequence[str] = (),
         redact_query_params: Sequence[str] = (),
@@ -152,6 +152,7 @@ class TracingMiddleware:
             self._recorder.end(span, ex, route_of(scope), method, scheme, start)
             if started:
                 end_chain(scope)
+            ex.release()
 
     async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (

@@ -58,6 +58,7 @@ class WebSocketTracing:
             span.end(end_time=end)
             if started:
                 end_chain(scope)
+            ws.release()
 
 
 def _record_outcome(span: Span, ws: WebSocketExchange, route: str | None) -> None:

@@ -87,3 +87,37 @@ async def test_requests_leave_no_reference_cycles(names: tuple[str, ...]) -> Non
     if "rate_limit" in names:
         assert 429 in statuses  # the rejection path ran too
     assert found == 0
+
+
+async def boom(request: Request) -> JSONResponse:
+    raise RuntimeError("boom")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "names",
+    # The access log is left out: rendering a traceback (structlog's exception
+    # formatter) leaves cyclic garbage of its own, whatever the middleware does.
+    [(), *[(name,) for name in CANONICAL_ORDER if name != "access_log"]],
+)
+async def test_an_app_exception_leaves_no_reference_cycle(names: tuple[str, ...]) -> None:
+    # The frame that ran the app is in the exception's traceback: if it keeps the
+    # exception (a local, or the exchange holding it), that is a cycle, and every object
+    # of the failed request stays alive until the garbage collector runs.
+    app = Starlette(routes=[Route("/boom", boom)])
+    chosen = {name: options(name) for name in names}
+    if "rate_limit" in chosen:
+        chosen["rate_limit"] = {"rate": "100/hour"}  # every request reaches the app
+    served = Pipeline(list(chosen.items())).wrap(app)
+    with pytest.raises(RuntimeError):  # first use: caches and lazy set-up
+        await request(served, "GET", "/boom", headers=HEADERS)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(2):
+            with pytest.raises(RuntimeError, match="boom"):
+                await request(served, "GET", "/boom", headers=HEADERS)
+        found = cycles_freed()
+    finally:
+        gc.enable()
+    assert found == 0

@@ -819,7 +819,7 @@ async def test_app_bugs_after_the_end_still_reach_the_checker() -> None:
         ({"cancel_grace": -1}, ValueError, "cancel_grace"),
         ({"cancel_grace": float("nan")}, ValueError, "cancel_grace"),
         ({"cancel_grace": None}, ValueError, "cancel_grace"),
-        ({"exclude_paths": "/health"}, TypeError, "exclude_paths"),
+        ({"exclude_paths": 42}, TypeError, "exclude_paths"),
         ({"exclude_paths": ["health"]}, ValueError, "starting with '/'"),
         ({"exclude_paths": ["/a", "/a/"]}, ValueError, "twice"),
         ({"routes": [("/a", {})]}, TypeError, "routes must be a mapping"),
@@ -836,19 +836,26 @@ def test_bad_options_fail_at_start_up(
         TimeoutMiddleware(fast_app(), **options)
 
 
-def test_a_policy_gives_the_length_of_each_limit() -> None:
+async def test_exclude_paths_may_be_a_comma_separated_str() -> None:
+    asgi = TimeoutMiddleware(
+        sleeping_app([], SHORT * 4), total=SHORT, exclude_paths="/health, /metrics"
+    )
+    assert (await request(asgi, "GET", "/metrics/x")).status == 200
+
+
+def test_limits_give_the_length_of_each_limit() -> None:
     policy = Limits(1.0, 2.0, 3.0, 504)
     assert [policy.seconds(limit) for limit in Limit] == [1.0, 2.0, 3.0]
     assert [limit.value for limit in Limit] == ["total", "first_byte", "request_body_idle"]
 
 
-def test_make_policy_without_any_limit_is_none() -> None:
+def test_make_limits_without_any_limit_is_none() -> None:
     options = {"total": None, "first_byte": None, "request_body_idle": None, "status_code": 504}
     assert make_limits(options) is None
     assert make_limits({**options, "first_byte": 2}) == Limits(None, 2.0, None, 504)
 
 
-def test_route_table_matches_whole_segments_longest_first() -> None:
+def test_routes_and_exclusions_match_whole_segments_longest_first() -> None:
     a, b, root = (Limits(float(n), None, None, 504) for n in (1, 2, 3))
     defaults = {"total": 9, "first_byte": None, "request_body_idle": None, "status_code": 504}
     entries = build_routes(defaults, {"/api/": {"total": 1}, "/api/v2": {"total": 2}}, ["/x"])
