@@ -176,7 +176,6 @@ class TimeoutMiddleware:
             limits, watch.loop.time(), scope, receive, send, info, self._abandonments
         )
         app_receive = receive if limits.request_body_idle is None else clock.receive
-        error: Exception | None = None
         try:
             with anyio.CancelScope() as clock.cancel_scope:
                 clock.watch(watch)
@@ -184,7 +183,7 @@ class TimeoutMiddleware:
                     app_scope = _app_scope(scope, info, clock.deadline)
                     await self.app(app_scope, app_receive, clock.send)
                 except Exception as exc:  # re-raised below, once the answer is out
-                    error = exc
+                    clock.app_error = exc
                 finally:
                     clock.finish()
             if clock.answering is not None:
@@ -196,10 +195,7 @@ class TimeoutMiddleware:
                 clock.answering.cancel()
             if clock.abandoned:
                 self._abandonments.returned(clock)
-        try:
-            return _conclude(clock, error)
-        finally:
-            del error  # no cycle through this frame's traceback
+        return _conclude(clock)
 
     async def _unwatched(
         self, limits: Limits, scope: Scope, receive: Receive, send: Send, info: dict[str, Any]
@@ -211,10 +207,9 @@ class TimeoutMiddleware:
         )
         app_scope = _app_scope(scope, info, clock.deadline)
         app_receive = receive if limits.request_body_idle is None else clock.receive
-        error: Exception | None = None
         try:
             if limits.watched:
-                error = await self._run_with_watchdog(clock, app_scope, app_receive)
+                await self._run_with_watchdog(clock, app_scope, app_receive)
             else:
                 with anyio.CancelScope() as clock.cancel_scope:
                     try:
@@ -224,29 +219,19 @@ class TimeoutMiddleware:
         finally:
             if clock.abandoned:
                 self._abandonments.returned(clock)
-        try:
-            return _conclude(clock, error)
-        finally:
-            del error  # no cycle through this frame's traceback
+        return _conclude(clock)
 
-    async def _run_with_watchdog(
-        self, clock: RequestClock, scope: Scope, receive: Receive
-    ) -> Exception | None:
-        """Run the app beside a watchdog task; return what it raised."""
-        error: Exception | None = None
+    async def _run_with_watchdog(self, clock: RequestClock, scope: Scope, receive: Receive) -> None:
+        """Run the app beside a watchdog task; what it raises is kept on the clock."""
         async with anyio.create_task_group() as tg:
             clock.cancel_scope = tg.cancel_scope
             tg.start_soon(self._watchdog, clock)
             try:
                 await self.app(scope, receive, clock.send)
             except Exception as exc:  # re-raised by the caller, not wrapped in a group
-                error = exc
+                clock.app_error = exc
             finally:
                 clock.finish()
-        try:
-            return error
-        finally:
-            del error  # this frame is in the error's traceback: no cycle through it
 
     async def _watchdog(self, clock: RequestClock) -> None:
         try:
@@ -259,10 +244,15 @@ class TimeoutMiddleware:
             clock.cancel_scope.cancel()
 
 
-def _conclude(clock: RequestClock, error: Exception | None) -> None:
+def _conclude(clock: RequestClock) -> None:
     """Raise what the app raised (once its answer is out), or the abort of a response
-    a limit cut short; return when the response went out whole."""
-    error = error or clock.error
+    a limit cut short; return when the response went out whole.
+
+    The clock lets go of the exceptions first: the frames that hold the clock are in
+    their tracebacks, and keeping them would make every failed request a cycle.
+    """
+    error = clock.app_error or clock.error
+    clock.app_error = clock.error = None
     if error is not None:
         try:
             raise error

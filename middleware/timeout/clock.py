@@ -114,6 +114,7 @@ class RequestClock:
         "abandonments",
         "answering",
         "app_done",
+        "app_error",
         "body_done",
         "cancel_scope",
         "context",
@@ -161,6 +162,9 @@ class RequestClock:
         self.body_done = False
         self.start_time = self.idle_from = now
         self.error: Exception | None = None
+        """A failing send of the deadline's answer, re-raised in the caller's task."""
+        self.app_error: Exception | None = None
+        """What the app raised, re-raised once the answer is out."""
         self.fired: Limit | None = None
         self.cancel_scope: anyio.CancelScope | None = None
         self.total_at = None if limits.total is None else now + limits.total
