@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanContext
 
 from asgikit.logging import Field
 from asgikit.observe import route_of
-from asgikit.redact import Capture, QueryRedactor, captured, truncate
+from asgikit.redact import Capture, QueryRedactor, capture_table, captured, truncate
 from asgikit.scopes import PEER_KEY, REQUEST_ID_KEY
 from asgikit.types import Scope
 
@@ -42,12 +42,6 @@ _TRACE_ID = Field.TRACE_ID
 _SPAN_ID = Field.SPAN_ID
 _ERROR_TYPE = Field.ERROR_TYPE
 _DISCONNECTED = Field.DISCONNECTED
-
-
-def _capture_table(names: list[bytes], prefix: str, redacted: frozenset[bytes]) -> Capture | None:
-    if not names:
-        return None
-    return {name: (prefix + name.decode("ascii"), name in redacted) for name in names}
 
 
 class LineBuilder:
@@ -78,10 +72,10 @@ class LineBuilder:
     ) -> None:
         self._limit = limit
         self._redactor = QueryRedactor(query_params)
-        self._request_capture = _capture_table(
+        self._request_capture = capture_table(
             request_headers, Field.REQUEST_HEADER_PREFIX, redacted_headers
         )
-        self.response_capture = _capture_table(
+        self.response_capture = capture_table(
             response_headers, Field.RESPONSE_HEADER_PREFIX, redacted_headers
         )
         """Response headers to capture, or None: the middleware keeps them only then."""

@@ -22,7 +22,7 @@ from typing import Any, Final
 import opentelemetry.context
 from opentelemetry.trace import SpanContext, get_current_span
 
-from asgikit.scopes import CHAIN_KEY
+from asgikit.scopes import innermost_with
 from asgikit.types import Message, Receive, Scope, Send
 
 __all__ = [
@@ -369,20 +369,14 @@ def route_template(scope: Scope) -> str | None:
     return template if isinstance(template, str) else None
 
 
-def route_of(scope: Scope) -> str | None:
-    """The route template the framework left in this request's scope chain, if any.
+_ROUTE_KEYS: Final = ("route", "path_template")
+"""Where frameworks leave the matched route: Starlette and FastAPI, Litestar."""
 
-    ``asgikit.scopes.innermost_with(scope, ("route", "path_template"))`` and then
-    ``route_template``, in one pass: this runs once per logged request and span.
-    """
-    chain = scope.get(CHAIN_KEY)
-    if chain:
-        for candidate in reversed(chain):
-            if "route" in candidate or "path_template" in candidate:
-                return route_template(candidate)
-    if "route" in scope or "path_template" in scope:
-        return route_template(scope)
-    return None
+
+def route_of(scope: Scope) -> str | None:
+    """The route template the framework left in this request's scope chain, if any:
+    ``route_template`` of the innermost scope that has one (``asgikit.scopes``)."""
+    return route_template(innermost_with(scope, _ROUTE_KEYS))
 
 
 def file_bytes(message: Message) -> int:

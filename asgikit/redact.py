@@ -21,6 +21,7 @@ __all__ = [
     "REDACTED",
     "Capture",
     "QueryRedactor",
+    "capture_table",
     "captured",
     "header_names",
     "truncate",
@@ -224,6 +225,15 @@ class QueryRedactor:
 
 Capture = dict[bytes, tuple[str, bool]]
 """Header name -> (field name, redacted)."""
+
+
+def capture_table(
+    names: Iterable[bytes], prefix: str, redacted: frozenset[bytes]
+) -> Capture | None:
+    """The table ``captured`` reads: each header name to its field name (``prefix`` and
+    the name) and whether its value is hidden; None when no header is captured."""
+    table = {name: (prefix + name.decode("ascii"), name in redacted) for name in names}
+    return table or None
 
 
 def captured(headers: Any, wanted: Capture) -> dict[str, list[str]]:

@@ -219,8 +219,8 @@ class CompressionMiddleware:
         held: _Held | None = None  # while HELD
         response: _Response | None = None  # from STREAMED on
 
-        # A plain function returning the downstream awaitable is a valid ASGI send and
-        # saves a coroutine frame on every message that passes untouched.
+        # A plain function returning the downstream awaitable is a valid ASGI send, with
+        # no coroutine frame per message: docs/architecture.md, Speed (0.14 µs a layer).
         def send_compressed(message: Message) -> Awaitable[None]:
             nonlocal state, held, response
             if state is _PASSING:

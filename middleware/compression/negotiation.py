@@ -290,7 +290,10 @@ def encoded_fields(
         fields.append(field)
     if varies:
         fields = add_vary(fields, VARY_TOKEN)
-    else:  # what add_vary does without a Vary field, without its second pass
+    else:
+        # What add_vary does without a Vary field, without its second pass over the
+        # fields (compression A/B, 2 KiB gzip through the whole start-and-body path,
+        # 2026-12-07: 10.52 µs against 11.23 through add_vary; spread 0.07).
         fields.append(_VARY_FIELD)
     fields.append(coding)
     return fields

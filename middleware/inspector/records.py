@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanContext
 
 from asgikit.fields import LineBuilder
 from asgikit.redact import REDACTED, QueryRedactor, truncate
+from asgikit.scopes import REQUEST_ID_KEY
 
 __all__ = ["MAX_HEADERS", "MAX_TRACEBACK", "Record", "Renderer", "encode"]
 
@@ -145,7 +146,7 @@ class Renderer:
             "status": record.status,
             "duration_ms": _ms(record.duration),
             "size": record.sent,
-            "request_id": scope.get("asgikit.request_id"),
+            "request_id": scope.get(REQUEST_ID_KEY),
             "error": None if error is None else error[0],
             "trace_id": f"{record.trace_id:032x}" if record.trace_id else None,
         }

@@ -392,8 +392,8 @@ def _with_headers(send: Send, rules: Sequence[Rule], decisions: Sequence[Decisio
         policy_field = (_POLICY, b", ".join(rule.policy for rule in rules))
     ratelimit_field = (_RATELIMIT, rate_limit_value(rules, decisions))
 
-    # A plain function returning send's awaitable (the same trick as RequestIDMiddleware's,
-    # measured there): a valid ASGI send without a coroutine frame per message.
+    # A plain function returning send's awaitable: a valid ASGI send without a coroutine
+    # frame per message (docs/architecture.md, Speed: 0.14 µs a layer).
     def send_with_headers(message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             headers = [*message.get("headers", ()), policy_field, ratelimit_field]

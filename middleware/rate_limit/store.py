@@ -20,7 +20,6 @@ processes and hosts.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections import OrderedDict
@@ -28,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple, Protocol
 
-from asgikit.options import bounded_int
+from asgikit.options import bounded_int, number
 
 __all__ = [
     "Decision",
@@ -93,17 +92,9 @@ class Quota:
     tolerance_us: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
-            raise ValueError(f"limit: expected an integer of at least 1, got {self.limit!r}")
-        period = self.period
-        if (
-            isinstance(period, bool)
-            or not isinstance(period, int | float)
-            or not 0 < period < math.inf
-        ):
-            raise ValueError(f"period: expected a number of seconds above 0, got {self.period!r}")
-        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
-            raise ValueError(f"burst: expected an integer of at least 1, got {self.burst!r}")
+        bounded_int(self.limit, "limit", 1)
+        number(self.period, "period", above=0)
+        bounded_int(self.burst, "burst", 1)
         interval = max(1, round(self.period * MICROSECONDS / self.limit))
         object.__setattr__(self, "interval_us", interval)
         object.__setattr__(self, "tolerance_us", interval * self.burst)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from asgikit.options import positive_seconds, string_list
+from asgikit.options import number, positive_seconds, string_list
 from asgikit.paths import path_pattern
 
 __all__ = ["OVERRIDABLE", "Limit", "Limits", "build_routes", "grace_seconds", "make_limits"]
@@ -71,16 +70,8 @@ def make_limits(options: Mapping[str, Any], where: str = "") -> Limits | None:
 
 
 def grace_seconds(value: Any) -> float:
-    """Validate ``cancel_grace``: a finite number of seconds, zero allowed (so not
-    ``asgikit.options.positive_seconds``, which also lets None through)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"cancel_grace must be a finite number of seconds >= 0: {value!r}")
-    return float(value)
+    """Validate ``cancel_grace``: a finite number of seconds, zero allowed."""
+    return number(value, "cancel_grace", minimum=0)
 
 
 def build_routes(

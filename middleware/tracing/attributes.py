@@ -24,7 +24,7 @@ from opentelemetry.semconv.metrics import http_metrics
 from opentelemetry.trace import Span, Status, StatusCode
 
 from asgikit.hosts import parse_host
-from asgikit.redact import ALWAYS_REDACTED_HEADERS, Capture, QueryRedactor, captured
+from asgikit.redact import ALWAYS_REDACTED_HEADERS, Capture, QueryRedactor, capture_table, captured
 from asgikit.scopes import PEER_KEY
 from asgikit.types import Scope
 
@@ -143,10 +143,7 @@ class HeaderGetter(Getter[Any]):
         return [name.decode("latin-1") for name, _ in carrier]
 
 
-def _capture_table(names: Iterable[bytes], prefix: str) -> Capture | None:
-    always = {name.encode("ascii") for name in ALWAYS_REDACTED_HEADERS}
-    table = {name: (prefix + name.decode("ascii"), name in always) for name in names}
-    return table or None
+_ALWAYS_REDACTED: Final = frozenset(name.encode("ascii") for name in ALWAYS_REDACTED_HEADERS)
 
 
 class SpanAttributes:
@@ -170,8 +167,12 @@ class SpanAttributes:
         response_headers: Iterable[bytes],
     ) -> None:
         self._redactor = QueryRedactor(query_params)
-        self._request_capture = _capture_table(request_headers, REQUEST_HEADER_PREFIX)
-        self.response_capture = _capture_table(response_headers, RESPONSE_HEADER_PREFIX)
+        self._request_capture = capture_table(
+            request_headers, REQUEST_HEADER_PREFIX, _ALWAYS_REDACTED
+        )
+        self.response_capture = capture_table(
+            response_headers, RESPONSE_HEADER_PREFIX, _ALWAYS_REDACTED
+        )
         """Response headers to capture, or None."""
         # Host header -> (address, port or None): the same few hosts on every request.
         # In-process bench (run_sync), SpanAttributes.request with Host 127.0.0.1:8000:

@@ -818,7 +818,7 @@ async def test_app_bugs_after_the_end_still_reach_the_checker() -> None:
         ({"status_code": "504"}, ValueError, "status_code"),
         ({"cancel_grace": -1}, ValueError, "cancel_grace"),
         ({"cancel_grace": float("nan")}, ValueError, "cancel_grace"),
-        ({"cancel_grace": None}, ValueError, "cancel_grace"),
+        ({"cancel_grace": None}, TypeError, "cancel_grace"),
         ({"exclude_paths": 42}, TypeError, "exclude_paths"),
         ({"exclude_paths": ["health"]}, ValueError, "starting with '/'"),
         ({"exclude_paths": ["/a", "/a/"]}, ValueError, "twice"),
