@@ -950,3 +950,31 @@ def test_serve_refuses_prometheus_from_the_environment_with_several_workers(
     assert run("serve", str(path), "--workers", "2")[0] == 2
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
     assert run("serve", str(path), "--workers", "2")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "use", ['"rate_limit"', '"asgikit.middleware.rate_limit:RateLimitMiddleware"']
+)
+def test_serve_refuses_a_memory_rate_limit_with_several_workers(
+    tmp_path: Path, fake_uvicorn: list[tuple[Any, dict[str, Any]]], use: str
+) -> None:
+    text = f'app = "tests.test_config:hello_app"\n[[middleware]]\nuse = {use}\nrate = "10/minute"\n'
+    path = write(tmp_path, text)
+    status, _, err = run("serve", str(path), "--workers", "3")
+    assert status == 2
+    assert fake_uvicorn == []
+    assert "the rate limit (line 2) keeps its counts in memory" in err
+    assert "a client gets 3 times the limit" in err and "redis://" in err
+    assert run("serve", str(path), "--workers", "1")[0] == 0
+
+
+@pytest.mark.parametrize("option", ['storage = "redis://127.0.0.1:6379/0"', "per_worker = true"])
+def test_serve_allows_shared_or_declared_per_worker_limits_with_several_workers(
+    tmp_path: Path, fake_uvicorn: list[tuple[Any, dict[str, Any]]], option: str
+) -> None:
+    text = (
+        'app = "tests.test_config:hello_app"\n[[middleware]]\nuse = "rate_limit"\n'
+        f'rate = "10/minute"\n{option}\n'
+    )
+    assert run("serve", str(write(tmp_path, text)), "--workers", "2")[0] == 0
+    assert len(fake_uvicorn) == 1

@@ -74,6 +74,27 @@ def _one_prometheus_port(config: Config) -> None:
         )
 
 
+_RATE_LIMIT = "asgikit.middleware.rate_limit.RateLimitMiddleware"  # by name: no import
+
+
+def _limits_are_shared(config: Config, workers: int) -> None:
+    """A rate limit kept in memory counts per worker: refused with several, unless said."""
+    for entry in config.middleware:
+        factory = entry.resolved.factory
+        named = f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', '')}"
+        if named != _RATE_LIMIT or entry.arguments.get("per_worker"):
+            continue
+        storage = str(entry.arguments.get("storage", "memory://"))
+        if storage.startswith("memory:"):
+            raise UsageError(
+                f"the rate limit (line {entry.line}) keeps its counts in memory: with "
+                f"{workers} workers each allows the whole rate, so a client gets {workers} "
+                "times the limit. Share the counts through Redis (storage = "
+                '"redis://host:6379/0", the redis extra), serve with one worker, or set '
+                "per_worker = true to accept a limit per worker"
+            )
+
+
 def _inspector_stays_local(config: Config, host: str) -> None:
     """The development inspector refuses to start on an address others can reach."""
     for entry in config.middleware:
@@ -117,6 +138,7 @@ class _Settings:
         _inspector_stays_local(config, self.host)
         if self.workers > 1:
             _one_prometheus_port(config)
+            _limits_are_shared(config, self.workers)
         if not 0 <= self.port <= 65535:
             raise UsageError(f"--port {self.port} is not a TCP port (0-65535)")
         if self.workers < 1:

@@ -132,6 +132,9 @@ class RateLimitMiddleware:
         report_only: Decide and count, log would-be rejections, never reject.
         exclude_paths: Path patterns never limited (``asgikit.paths``: ``/health``
             covers ``/health/live``; ``/static*`` a text prefix).
+        per_worker: With ``memory://`` storage, accept that each worker process counts
+            on its own (N workers allow N times the limit). ``asgikit serve`` refuses a
+            memory store with several workers unless this is true.
         shadow: Deprecated name of ``report_only``.
         exempt: Deprecated name of ``exclude_paths``.
         timeout: The store's time budget per call, in seconds (Redis).
@@ -186,6 +189,7 @@ class RateLimitMiddleware:
         max_keys: int = 100_000,
         ipv6_prefix: int = 64,
         log_interval: float = 60.0,
+        per_worker: bool = False,
         shadow: bool | None = None,
         exempt: Sequence[str] | None = None,
     ) -> None:
@@ -193,6 +197,7 @@ class RateLimitMiddleware:
         report_only = renamed("shadow", shadow, "report_only", report_only, False)
         exclude_paths = renamed("exempt", exempt, "exclude_paths", exclude_paths, ())
         flag(headers, "headers")
+        flag(per_worker, "per_worker")
         flag(report_only, "shadow" if shadow is not None else "report_only")
         if on_backend_error not in ("allow", "deny"):
             raise ValueError(
