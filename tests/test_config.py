@@ -9,7 +9,7 @@ import tomllib
 import types
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -629,11 +629,28 @@ def test_keys_that_are_not_names_are_quoted_in_paths(tmp_path: Path) -> None:
     ]
 
 
-def test_the_placeholder_app_is_never_served() -> None:
+class AppKeeper:
+    """A middleware that keeps every app it is given, in ``AppKeeper.given``."""
+
+    given: ClassVar[list[ASGIApp]] = []
+
+    def __init__(self, app: ASGIApp, *, level: int = 1) -> None:
+        AppKeeper.given.append(app)
+        self.app = app
+
+
+def test_the_placeholder_app_is_never_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import anyio
 
+    monkeypatch.setattr(AppKeeper, "given", [])
+    # Loading tries each middleware with its options around a stand-in app...
+    load(tmp_path, 'app = "x:y"\n[[middleware]]\nuse = "tests.test_config:AppKeeper"\nlevel = 2\n')
+    [stand_in] = AppKeeper.given
+    # ...which refuses to serve, should a middleware keep it and call it.
     with pytest.raises(RuntimeError, match="placeholder app"):
-        anyio.run(loader_module._placeholder_app, {}, None, None)
+        anyio.run(stand_in, {"type": "http"}, None, None)
 
 
 def test_yaml_keys_that_are_not_strings(tmp_path: Path) -> None:

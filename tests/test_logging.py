@@ -10,7 +10,7 @@ import re
 import sys
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -184,16 +184,37 @@ class BrokenTerminal(io.StringIO):
 
 
 class NoIsatty:
+    def __init__(self) -> None:
+        self.written: list[str] = []
+
     def write(self, text: str) -> int:
+        self.written.append(text)
         return len(text)
 
     def flush(self) -> None:
         pass
 
+    def getvalue(self) -> str:
+        return "".join(self.written)
 
-def test_streams_that_cannot_say_are_not_terminals() -> None:
-    assert not asgikit.logging._isatty(BrokenTerminal())
-    assert not asgikit.logging._isatty(NoIsatty())
+
+@pytest.mark.parametrize("make", [BrokenTerminal, NoIsatty], ids=["isatty fails", "no isatty"])
+def test_streams_that_cannot_say_are_not_terminals(
+    make: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    # Chosen automatically: JSON, as for any stream that is not a terminal.
+    stream = make()
+    configure(stream=stream, stdlib=False)
+    structlog.get_logger().info("hello")
+    assert json.loads(stream.getvalue())["event"] == "hello"
+    # The console, asked for: without colours, as off a terminal.
+    stream = make()
+    configure(format="console", stream=stream, stdlib=False)
+    structlog.get_logger().info("plain")
+    assert "[info     ] plain" in stream.getvalue()
+    assert "\x1b" not in stream.getvalue()
 
 
 def test_no_color_and_force_color(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -1141,15 +1142,50 @@ def test_a_one_pair_query_is_redacted_alike_learnt_or_remembered() -> None:
         assert redactor.redact(plain) is plain
         url = "https://a.example/p?sig=x"
         assert redactor.redact_url(url) == "https://a.example/p?sig=[REDACTED]"
-    assert redactor._names == {"Access-Token": True, "utm_source": False, "sig": True}
+    # Names never seen, beside the remembered ones, get their own answer, not a
+    # remembered one's: the same name spelled otherwise, a longer name, another name.
+    assert redactor.redact("ACCESS-TOKEN=abc") == "ACCESS-TOKEN=[REDACTED]"
+    assert redactor.redact("Sig=x") == "Sig=[REDACTED]"
+    for plain in ("signal=x", "utm_sources=x", "utm_medium=x"):
+        assert redactor.redact(plain) is plain
+    # Remembered and new names mixed in one query, in either order.
+    assert redactor.redact("utm_source=a&sig=b&signal=c&Access-Token=d") == (
+        "utm_source=a&sig=[REDACTED]&signal=c&Access-Token=[REDACTED]"
+    )
 
 
-def test_the_redactors_name_cache_is_bounded() -> None:
+def _retained_by_redact(snapshot: tracemalloc.Snapshot) -> int:
+    """Bytes allocated by ``asgikit.redact`` and still alive."""
+    here = QueryRedactor.__init__.__code__.co_filename
+    return sum(
+        stat.size for stat in snapshot.statistics("filename") if stat.traceback[0].filename == here
+    )
+
+
+def _distinct_names(redactor: QueryRedactor, start: int, count: int) -> None:
+    for i in range(start, start + count):
+        # A new name on its own, and a new one beside a sensitive one.
+        assert redactor.redact(f"name{i}=x") == f"name{i}=x"
+        assert redactor.redact(f"token{i}=x&t%6Fken=y") == f"token{i}=x&t%6Fken=[REDACTED]"
+
+
+def test_the_redactors_memory_stays_bounded_however_many_names() -> None:
     redactor = QueryRedactor(["token"])
-    for i in range(1100):
-        redactor.redact(f"token{i}=x&t%6Fken=y")
-    assert len(redactor._names) <= 1024
+    tracemalloc.start()
+    try:
+        _distinct_names(redactor, 0, 300)
+        first = _retained_by_redact(tracemalloc.take_snapshot())
+        _distinct_names(redactor, 300, 6000)
+        second = _retained_by_redact(tracemalloc.take_snapshot())
+    finally:
+        tracemalloc.stop()
+    # Twenty times the names, and what the redactor keeps does not grow with them (an
+    # unbounded cache of names would hold about twenty times as much).
+    assert second < first * 5 + 64 * 1024, (first, second)
+    # However many names came, the answers stay right: old, new and repeated ones.
+    _distinct_names(redactor, 0, 50)
     assert redactor.redact("a=1&b=&token") == "a=1&b=&token"
+    assert redactor.redact("token=1") == "token=[REDACTED]"
 
 
 async def test_trace_ids_are_logged_without_binding(lines: list[dict[str, Any]]) -> None:

@@ -21,12 +21,16 @@ from starlette.routing import Route
 
 from asgikit.contract import enforce
 from asgikit.middleware.inspector import DevInspectorMiddleware
+from asgikit.middleware.inspector.store import InspectorSpanProcessor
 from asgikit.testing import ALL_HTTP_EXTENSIONS, Response, request, run_lifespan, websocket
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
 pytestmark = pytest.mark.anyio
 
 LOCAL = ("127.0.0.1", 8000)
+RETRY_WAIT = 1.05
+"""A little more than the second after which the global tracer provider is looked at
+again, while none is set."""
 
 
 async def hello(scope: Scope, receive: Receive, send: Send) -> None:
@@ -315,11 +319,49 @@ async def test_allow_non_loopback_serves_everyone() -> None:
     assert [r["path"] for r in json.loads(response.body)] == ["/x"]
 
 
-async def test_disabled_is_a_pass_through_that_adds_no_span_processor() -> None:
+def count_inspector_span_processor_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every call an inspector's span processor gets (on_start, on_end), by name."""
+    calls: list[str] = []
+    on_start, on_end = InspectorSpanProcessor.on_start, InspectorSpanProcessor.on_end
+
+    def counted_start(self: InspectorSpanProcessor, span: Any, parent_context: Any = None) -> None:
+        calls.append("on_start")
+        on_start(self, span, parent_context)
+
+    def counted_end(self: InspectorSpanProcessor, span: Any) -> None:
+        calls.append("on_end")
+        on_end(self, span)
+
+    monkeypatch.setattr(InspectorSpanProcessor, "on_start", counted_start)
+    monkeypatch.setattr(InspectorSpanProcessor, "on_end", counted_end)
+    return calls
+
+
+async def test_disabled_is_a_pass_through_that_adds_no_span_processor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = count_inspector_span_processor_calls(monkeypatch)
+    # The counting sees an enabled inspector's processor at work...
+    enabled_provider = TracerProvider()
+    inspector(tracer_provider=enabled_provider)
+    with enabled_provider.get_tracer("app").start_as_current_span("seen"):
+        pass
+    assert calls == ["on_start", "on_end"]
+    calls.clear()
+    # ...and a disabled one's provider calls none: its spans reach no inspector.
     provider = TracerProvider()
-    app, _ = inspector(enabled=False, tracer_provider=provider)
+    tracer = provider.get_tracer("app")
+
+    async def traced(scope: Scope, receive: Receive, send: Send) -> None:
+        with tracer.start_as_current_span("handler"):
+            await hello(scope, receive, send)
+
+    app, _ = inspector(traced, enabled=False, tracer_provider=provider)
     assert (await get(app, "/_asgikit/api/requests")).body == b"hello"
-    assert provider._active_span_processor._span_processors == ()
+    await get(app, "/x")
+    with tracer.start_as_current_span("outside"):
+        pass
+    assert calls == []
 
 
 async def test_websocket_and_lifespan_pass_through() -> None:
@@ -335,11 +377,22 @@ async def test_without_an_sdk_provider_the_page_says_tracing_is_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(trace_api, "_TRACER_PROVIDER", NoOpTracerProvider())
-    app, middleware = inspector()
+    app, _ = inspector()
     await get(app, "/x")
     found = await detail(app, 1)
     assert found["tracing"] is False and found["spans"] == []
-    assert middleware._pending_global is False
+    # A provider that is set (if not an SDK one) is final: the inspector stops looking.
+    # Were it still looking, an SDK provider showing up later would be found within a
+    # second (see the next test) and its spans shown.
+    provider = TracerProvider()
+    tracer = provider.get_tracer("app")
+    monkeypatch.setattr(trace_api, "_TRACER_PROVIDER", provider)
+    await anyio.sleep(RETRY_WAIT)
+    with tracer.start_as_current_span("handler"):
+        await get(app, "/later")
+    later = await detail(app, 2)
+    assert later["path"] == "/later"
+    assert later["tracing"] is False and later["spans"] == []
 
 
 async def test_the_global_sdk_provider_is_used_once_it_is_set(
@@ -353,23 +406,21 @@ async def test_the_global_sdk_provider_is_used_once_it_is_set(
         with tracer.start_as_current_span("handler"):
             await hello(scope, receive, send)
 
-    app, middleware = inspector(traced)
-
-    def pending() -> bool:
-        return middleware._pending_global
+    app, _ = inspector(traced)
 
     await get(app, "/before")
-    assert pending()
+    assert (await detail(app, 1))["tracing"] is False  # no provider yet
     monkeypatch.setattr(trace_api, "_TRACER_PROVIDER", provider)  # set after start-up
     await get(app, "/soon")  # looked at again at most once a second: not yet
-    assert pending()
-    middleware._retry_at = 0.0  # a second later
+    assert (await detail(app, 2))["tracing"] is False
+    await anyio.sleep(RETRY_WAIT)  # a second later
     await get(app, "/after")
-    assert not pending()
     before, soon, after = [await detail(app, n) for n in (1, 2, 3)]
-    assert before["tracing"] is after["tracing"] is True  # tracing is on now, for the page
+    assert before["tracing"] is soon["tracing"] is after["tracing"] is True  # on, for the page
     assert before["spans"] == soon["spans"] == []  # ended before the processor was added
     assert [s["name"] for s in after["spans"]] == ["handler"]
+    await get(app, "/next")  # attached once: the span is not collected twice
+    assert [s["name"] for s in (await detail(app, 4))["spans"]] == ["handler"]
 
 
 BAD_OPTIONS = [

@@ -115,23 +115,23 @@ def test_quota_derives_interval_and_tolerance_in_microseconds() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "error", "message"),
     [
-        ({"limit": 0}, "^limit: "),
-        ({"limit": True}, "^limit: "),
-        ({"limit": 1.5}, "^limit: "),
-        ({"period": 0}, "^period: "),
-        ({"period": float("inf")}, "^period: "),
-        ({"period": float("nan")}, "^period: "),
-        ({"period": "60"}, "^period: "),
-        ({"period": False}, "^period: "),
-        ({"burst": 0}, "^burst: "),
-        ({"burst": True}, "^burst: "),
+        ({"limit": 0}, ValueError, "^limit: "),
+        ({"limit": True}, TypeError, "^limit: "),
+        ({"limit": 1.5}, TypeError, "^limit: "),
+        ({"period": 0}, ValueError, "^period: "),
+        ({"period": float("inf")}, ValueError, "^period: "),
+        ({"period": float("nan")}, ValueError, "^period: "),
+        ({"period": "60"}, TypeError, "^period: "),
+        ({"period": False}, TypeError, "^period: "),
+        ({"burst": 0}, ValueError, "^burst: "),
+        ({"burst": True}, TypeError, "^burst: "),
     ],
 )
-def test_quota_validates(kwargs: dict[str, object], message: str) -> None:
+def test_quota_validates(kwargs: dict[str, object], error: type[Exception], message: str) -> None:
     options: dict[str, object] = {"limit": 10, "period": 60.0, "burst": 10, **kwargs}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         Quota(**options)  # type: ignore[arg-type]
 
 
@@ -344,12 +344,25 @@ def test_memory_store_validates_max_keys() -> None:
 # --- open_store -------------------------------------------------------------------------
 
 
-def test_open_store_memory() -> None:
-    store = open_store("memory://")
-    assert isinstance(store, MemoryStore)
-    assert store._max_keys == 100_000
-    assert open_store("memory://", max_keys=5)._max_keys == 5  # type: ignore[attr-defined]
-    assert open_store("MEMORY://?max_keys=7")._max_keys == 7  # type: ignore[attr-defined]
+@pytest.mark.anyio
+async def test_open_store_memory() -> None:
+    quota = Quota(limit=10, period=60.0, burst=10)
+
+    async def filled(url: str, keys: int, **options: Any) -> tuple[int, int]:
+        """(keys kept, keys evicted) once a fresh store has been given *keys* keys."""
+        store = open_store(url, **options)
+        assert isinstance(store, MemoryStore)
+        await store.acquire([(f"k{i}", quota) for i in range(keys)])
+        return len(store), store.evictions
+
+    # The default bound, 100 000 keys: all kept, and one more evicts one.
+    assert await filled("memory://", 100_000) == (100_000, 0)
+    assert await filled("memory://", 100_001) == (100_000, 1)
+    # A bound given as an option or in the URL.
+    assert await filled("memory://", 5, max_keys=5) == (5, 0)
+    assert await filled("memory://", 6, max_keys=5) == (5, 1)
+    assert await filled("MEMORY://?max_keys=7", 7) == (7, 0)
+    assert await filled("MEMORY://?max_keys=7", 8) == (7, 1)
 
 
 @pytest.mark.parametrize(
@@ -696,8 +709,28 @@ async def test_redis_store_says_it_needs_asyncio_under_trio() -> None:
     await store.close()
 
 
+def connected_clients(server: RedisServer) -> int:
+    """How many clients the server has, besides the one asking."""
+    client = server.client()
+    try:
+        return int(client.info("clients")["connected_clients"]) - 1
+    finally:
+        client.close()
+
+
+def settles_at(server: RedisServer, expected: int) -> bool:
+    """Whether the server's client count comes to *expected* (it notices a closed socket
+    shortly after it is closed)."""
+    for _ in range(100):
+        if connected_clients(server) == expected:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 @needs_redis
-def test_redis_store_follows_the_event_loop(redis_url: str) -> None:
+def test_redis_store_follows_the_event_loop(redis_url: str, redis_server: RedisServer) -> None:
+    before = connected_clients(redis_server)
     store = RedisStore(redis_url, timeout=1.0)
     quota = Quota(limit=5, period=60.0, burst=5)
 
@@ -711,14 +744,17 @@ def test_redis_store_follows_the_event_loop(redis_url: str) -> None:
     # Each asyncio.run is a new loop, as with one lifespan after another: the client
     # made on one loop is never used on the next.
     assert [asyncio.run(one(close=True)) for _ in range(3)] == [4, 3, 2]
+    assert settles_at(redis_server, before)  # each closed its connection
     # Left open on a loop that has ended, it cannot be closed from another one: it is
-    # dropped (a closed loop's transports are gone anyway).
+    # dropped (a closed loop's transports are gone anyway), so nothing holds its
+    # connection open any more.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         assert asyncio.run(one(close=False)) == 1
+        assert connected_clients(redis_server) == before + 1
         asyncio.run(store.close())
         gc.collect()
-    assert store._client is None
+    assert settles_at(redis_server, before)
     assert asyncio.run(one(close=True)) == 0
 
 
@@ -745,20 +781,26 @@ def test_open_store_redis_urls_make_redis_stores_without_io() -> None:
         assert (store.url, store.timeout, store.prefix, store.cooldown) == (url, 0.25, "p:", 1.0)
 
 
+@needs_redis
 @asyncio_only
 @pytest.mark.anyio
-async def test_redis_pool_is_bounded_and_configurable_by_url() -> None:
-    for url, size in (
-        ("redis://127.0.0.1:1/0", 50),
-        ("redis://127.0.0.1:1/0?max_connections=7", 7),
-    ):
-        store = RedisStore(url)
+async def test_redis_pool_is_bounded_and_configurable_by_url(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    before = connected_clients(redis_server)
+    quota = Quota(limit=1000, period=60.0, burst=1000)
+    for url, size in ((redis_url, 50), (redis_url + "?max_connections=7", 7)):
+        store = RedisStore(url, timeout=5.0)
         await store.open()
-        assert store._client is not None
-        pool = store._client.connection_pool
-        assert isinstance(pool, redis.asyncio.BlockingConnectionPool)
-        assert pool.max_connections == size
+        # More calls at once than the pool has connections: the rest wait for one (the
+        # pool blocks), none fails, and no more connections than the bound are made.
+        async with anyio.create_task_group() as tg:
+            for i in range(size + 20):
+                tg.start_soon(store.acquire, [(f"k{i}", quota)])
+        assert store.failures == 0 and store.round_trips >= size + 20
+        assert connected_clients(redis_server) == before + size  # kept, for the next calls
         await store.close()
+        assert await anyio.to_thread.run_sync(settles_at, redis_server, before)
 
 
 @pytest.mark.parametrize(
@@ -787,7 +829,7 @@ async def test_redis_concurrent_failures_drop_the_client_once(private_redis: Red
     store = RedisStore(private_redis.url, timeout=0.5, cooldown=0.0)
     quota = Quota(limit=100, period=60.0, burst=100)
     await store.acquire([("k", quota)])
-    client = store._client
+    assert connected_clients(private_redis) == 1
     private_redis.pause()
     errors: list[StoreError] = []
 
@@ -804,11 +846,13 @@ async def test_redis_concurrent_failures_drop_the_client_once(private_redis: Red
     finally:
         private_redis.resume()
     assert len(errors) == store.failures == 3
-    clients = [store._client]  # None: dropped by the first failure, not rebuilt since
-    await store.acquire([("k", quota)])
-    clients.append(store._client)
-    assert clients[0] is None
-    assert clients[1] not in (None, client)
+    # The failing client was dropped and closed, with every connection it had made, and
+    # no new one was made since (none connected until the next call).
+    assert await anyio.to_thread.run_sync(settles_at, private_redis, 0)
+    # The next call makes a new client: one new connection, and the call goes through.
+    [decision] = await store.acquire([("k", quota)])
+    assert decision.allowed
+    assert connected_clients(private_redis) == 1
     await store.close()
 
 
