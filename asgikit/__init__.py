@@ -2,7 +2,7 @@
 
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from asgikit.contract import ContractViolation, ContractWarning, enforce
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
@@ -11,12 +11,17 @@ if TYPE_CHECKING:
     from asgikit.config import app_from_env, build, load_config
     from asgikit.pipeline import Pipeline
 
+WORKERS_ENV: Final = "ASGIKIT_WORKERS"
+"""The environment variable ``asgikit serve`` sets to its number of worker processes, so
+that middleware keeping state per process (the inspector) can say so."""
+
 try:
     __version__ = version("asgikit")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "WORKERS_ENV",
     "ASGIApp",
     "ContractViolation",
     "ContractWarning",

@@ -978,3 +978,15 @@ def test_serve_allows_shared_or_declared_per_worker_limits_with_several_workers(
     )
     assert run("serve", str(write(tmp_path, text)), "--workers", "2")[0] == 0
     assert len(fake_uvicorn) == 1
+
+
+def test_serve_tells_the_workers_how_many_they_are(
+    tmp_path: Path,
+    fake_uvicorn: list[tuple[Any, dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ASGIKIT_WORKERS", raising=False)
+    monkeypatch.setenv("ASGIKIT_CONFIG", "")  # restored after the test: serve sets both
+    path = write(tmp_path, 'app = "tests.test_config:hello_app"\n')
+    assert run("serve", str(path), "--workers", "3")[0] == 0
+    assert os.environ["ASGIKIT_WORKERS"] == "3"  # inherited by the worker processes

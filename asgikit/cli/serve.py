@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from asgikit import WORKERS_ENV
 from asgikit.cli.shared import CONFIG_HELP, UsageError, load, url
 from asgikit.config import (
     CONFIG_ENV,
@@ -210,6 +211,7 @@ def _serve_from_env(
 ) -> None:
     """Several workers, or a reloading one: each process builds the app from the file."""
     os.environ[CONFIG_ENV] = str(config.path.resolve())
+    os.environ[WORKERS_ENV] = str(settings.workers)  # what per-process state must admit
     directories = {os.getcwd(), str(config.path.resolve().parent)}
     if config.app_dir is not None:
         directories.add(str(config.app_dir))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 from opentelemetry.trace import ProxyTracerProvider
 
+from asgikit import WORKERS_ENV
 from asgikit.observe import Exchange, current_span_context, route_of
 from asgikit.options import bounded_int, flag, string_list
 from asgikit.redact import (
@@ -33,6 +35,19 @@ _RETRY_SECONDS: Final = 1.0
 """How often the global tracer provider is looked at again until one is set."""
 _now = time.perf_counter
 _time_ns = time.time_ns
+
+
+def _workers_notice() -> str:
+    """What the page says when it is one of several worker processes (``asgikit serve
+    --workers N`` says how many in ``ASGIKIT_WORKERS``): each keeps its own requests."""
+    workers = os.environ.get(WORKERS_ENV, "")
+    if not workers.isdigit() or int(workers) < 2:
+        return ""
+    return (
+        f"This page shows the requests of one worker process (pid {os.getpid()}) of "
+        f"{workers}: each keeps its own, and a request is answered by any of them. Serve "
+        "with one worker to see every request here."
+    )
 
 
 def _check_path(path: object) -> None:
@@ -168,6 +183,7 @@ class DevInspectorMiddleware:
             renderer=renderer,
             tracing=self._is_tracing,
             max_rows=max_requests,
+            notice=_workers_notice(),
         )
 
     def _is_tracing(self) -> bool:

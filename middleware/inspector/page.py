@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 from typing import Final
 
 __all__ = ["CONTENT_SECURITY_POLICY", "page"]
@@ -239,7 +240,7 @@ _HTML: Final = """<!doctype html>
 <body data-max="{max_rows}">
 <header><h1>asgikit inspector</h1><span id="live" class="off">connecting</span>
 <span id="count">0 requests</span></header>
-<main>
+{notice}<main>
 <section id="list"><table>
 <thead><tr><th>time</th><th>method</th><th>route / path</th><th>status</th><th>ms</th>
 <th>bytes</th><th>request id</th></tr></thead>
@@ -267,6 +268,8 @@ CONTENT_SECURITY_POLICY: Final = (
 """Only the inline script and style (by hash) run; only the inspector's JSON is fetched."""
 
 
-def page(max_rows: int) -> bytes:
-    """The page, keeping at most *max_rows* rows in its list."""
-    return _HTML.format(css=_CSS, js=_JS, max_rows=max_rows).encode("utf-8")
+def page(max_rows: int, notice: str = "") -> bytes:
+    """The page, keeping at most *max_rows* rows in its list, with *notice* (plain text)
+    under its heading."""
+    shown = f'<p id="notice" class="hint">{html.escape(notice)}</p>\n' if notice else ""
+    return _HTML.format(css=_CSS, js=_JS, max_rows=max_rows, notice=shown).encode("utf-8")

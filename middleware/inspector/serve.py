@@ -113,6 +113,7 @@ class Endpoints:
         renderer: Turns them into JSON.
         tracing: Tells whether a span processor is attached (asked at each request).
         max_rows: How many rows the page keeps.
+        notice: Plain text the page shows under its heading (empty: none).
     """
 
     keepalive: float = 15.0
@@ -129,12 +130,13 @@ class Endpoints:
         renderer: Renderer,
         tracing: Callable[[], bool],
         max_rows: int,
+        notice: str = "",
     ) -> None:
         self._ring = ring
         self._store = store
         self._renderer = renderer
         self._tracing = tracing
-        self._page = page(max_rows)
+        self._page = page(max_rows, notice)
         self._page_start = _start(200, b"text/html; charset=utf-8", len(self._page))
         self._page_start["headers"].append((b"content-security-policy", CONTENT_SECURITY_POLICY))
         self._waiters: set[anyio.Event] = set()

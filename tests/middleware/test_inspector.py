@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from starlette.routing import Route
 
 from asgikit.contract import enforce
 from asgikit.middleware.inspector import DevInspectorMiddleware
+from asgikit.middleware.inspector.page import CONTENT_SECURITY_POLICY
 from asgikit.middleware.inspector.store import InspectorSpanProcessor
 from asgikit.testing import ALL_HTTP_EXTENSIONS, Response, request, run_lifespan, websocket
 from asgikit.types import ASGIApp, Receive, Scope, Send
@@ -499,3 +501,21 @@ async def test_concurrent_requests_are_each_recorded_once() -> None:
     rows = await listed(app)
     assert [r["id"] for r in rows] == list(range(50, 30, -1))
     assert len({r["path"] for r in rows}) == 20
+
+
+@pytest.mark.parametrize(("workers", "says"), [("3", True), ("1", False), (None, False)])
+async def test_the_page_says_when_it_shows_one_worker_of_several(
+    monkeypatch: pytest.MonkeyPatch, workers: str | None, says: bool
+) -> None:
+    if workers is None:
+        monkeypatch.delenv("ASGIKIT_WORKERS", raising=False)
+    else:
+        monkeypatch.setenv("ASGIKIT_WORKERS", workers)
+    app, _ = inspector()
+    page = (await get(app, "/_asgikit/")).body.decode()
+    notice = f"one worker process (pid {os.getpid()}) of 3: each keeps its own"
+    assert (notice in page) is says
+    # The notice is plain markup: the locked-down script and style are the same.
+    assert (await get(app, "/_asgikit/")).header("content-security-policy") == (
+        CONTENT_SECURITY_POLICY.decode()
+    )
