@@ -444,6 +444,22 @@ def test_the_access_summary(fields: dict[str, Any], summary: str) -> None:
     assert event == {"event": summary, Field.REQUEST_ID: "r1", "user_id": 7}
 
 
+def test_the_console_line_shows_a_short_trace_id_when_a_span_was_current() -> None:
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    traced = access_event(**{Field.TRACE_ID: trace_id, Field.SPAN_ID: span_id})
+    event = AccessLineFormatter()(None, "info", traced)
+    assert event == {
+        "event": "GET /a 200 3.1ms 1.5KB",
+        Field.REQUEST_ID: "r1",
+        "user_id": 7,
+        Field.TRACE_ID: "4bf92f35",
+    }
+    # Rendered for the console, the line carries it; without a span, nothing.
+    line = structlog.dev.ConsoleRenderer(colors=False)(None, "info", event)
+    assert "trace_id=4bf92f35" in line and span_id not in line
+    assert Field.TRACE_ID not in AccessLineFormatter()(None, "info", access_event())
+
+
 def test_the_websocket_summary_and_kept_details() -> None:
     event = {
         "event": "websocket.connection",

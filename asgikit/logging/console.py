@@ -19,6 +19,7 @@ from asgikit.logging.names import ACCESS_FIELDS, HTTP_EVENT, WEBSOCKET_EVENT, Fi
 
 __all__ = [
     "CONSOLE_DETAILS",
+    "SHORT_TRACE_ID",
     "AccessLineFormatter",
     "EscapeControlCharacters",
     "escape_control_characters",
@@ -135,6 +136,10 @@ CONSOLE_DETAILS: Final = (
 )
 
 
+SHORT_TRACE_ID: Final = 8
+"""Hex digits of the trace id a console access line shows."""
+
+
 def _duration(ms: float) -> str:
     if ms < 1:
         return f"{ms:.2f}ms"
@@ -158,7 +163,8 @@ class AccessLineFormatter:
     """Processor: turn an access event into a short line for people, for the console.
 
     The event becomes ``GET /items/42?page=2 200 3.1ms 1.2KB`` (websockets:
-    ``WS /chat 101 12.40s``), followed by the fields named in ``details`` and by
+    ``WS /chat 101 12.40s``), followed by the span's short ``trace_id`` (its first
+    ``SHORT_TRACE_ID`` hex digits) when one was current, the fields named in ``details``, and by
     everything that is not an access-log field (values the app bound to the context,
     captured headers). Other events pass through untouched. Put it after
     ``EscapeControlCharacters``, so the colours it adds are not escaped, and before
@@ -199,6 +205,11 @@ class AccessLineFormatter:
         if event == HTTP_EVENT and isinstance(size, int):
             parts.append(_size(size))
         event_dict["event"] = " ".join(parts)
+        trace_id = event_dict.get(Field.TRACE_ID)
         for key in self._hidden.intersection(event_dict):
             del event_dict[key]
+        if isinstance(trace_id, str) and trace_id:
+            # Short, as a commit hash is: enough to tell requests apart and to find the
+            # trace; the JSON line keeps the whole id.
+            event_dict[Field.TRACE_ID] = trace_id[:SHORT_TRACE_ID]
         return event_dict
