@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import textwrap
 import tomllib
@@ -1465,3 +1466,43 @@ def test_other_warnings_of_a_middleware_reach_the_caller_as_warnings(tmp_path: P
             registry=Registry(),
         )
     assert config.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("use", "silenced"),
+    [
+        ('"access_log"', True),
+        ('"asgikit.middleware.access_log:AccessLogMiddleware"', True),
+        ('"request_id"', False),
+    ],
+)
+def test_app_from_env_drops_the_servers_access_lines_when_asgikit_logs_access(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_logging: None,
+    use: str,
+    silenced: bool,
+) -> None:
+    path = write(tmp_path, f'app = "tests.test_config:hello_app"\n[[middleware]]\nuse = {use}\n')
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(f"{record.name}: {record.getMessage()}")
+
+    keep = Keep()
+    for name in ("uvicorn.access", "hypercorn.access", "granian.access"):
+        server_logger = logging.getLogger(name)
+        monkeypatch.setattr(server_logger, "disabled", False)  # restored after the test
+        monkeypatch.setattr(server_logger, "propagate", False)
+        server_logger.addHandler(keep)
+    try:
+        app_from_env()
+        for name in ("uvicorn.access", "hypercorn.access", "granian.access"):
+            logging.getLogger(name).warning('127.0.0.1 - "GET / HTTP/1.1" 200')
+    finally:
+        for name in ("uvicorn.access", "hypercorn.access", "granian.access"):
+            logging.getLogger(name).removeHandler(keep)
+    assert (records == []) is silenced
+    assert len(records) in (0, 3)

@@ -20,6 +20,7 @@ from asgikit.config import (
     import_app,
     ready_app,
 )
+from asgikit.config.observability import logs_access
 
 __all__ = ["add_parser"]
 
@@ -187,7 +188,7 @@ def _uvicorn_options(config: Config, settings: _Settings, logs_configured: bool)
     }
     if logs_configured:
         options["log_config"] = None  # asgikit.logging already routes uvicorn's loggers
-    if any(entry.resolved.name == "access_log" for entry in config.middleware):
+    if logs_access(config):
         options["access_log"] = False  # one access log line per request, not two
     return options
 

@@ -31,6 +31,8 @@ from asgikit.config.observability import (
     configure_logging,
     configure_telemetry,
     logging_options,
+    logs_access,
+    silence_server_access_logs,
     telemetry_options,
 )
 from asgikit.config.option_check import kind_of
@@ -233,10 +235,13 @@ def app_from_env() -> ASGIApp:
     configured app; each worker builds its own. The file defaults to ``asgikit.toml``
     in the current directory. Logging is configured through ``asgikit.logging`` when
     asgikit has it, and OpenTelemetry through ``asgikit.telemetry`` when the file has a
-    ``[telemetry]`` table (in each worker, after the fork; shut down at exit).
+    ``[telemetry]`` table (in each worker, after the fork; shut down at exit). With
+    asgikit's access log in the pipeline, the server's own access lines are dropped.
     """
     config = load_config(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
     configure_logging(config)
+    if logs_access(config):  # one access line per request, not the server's too
+        silence_server_access_logs()
     telemetry = configure_telemetry(config)
     if telemetry is not None:
         atexit.register(telemetry.shutdown)

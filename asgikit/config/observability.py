@@ -10,12 +10,26 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
-from typing import Any
+import logging
+from typing import Any, Final
 
 from asgikit.config.model import Config
 from asgikit.signature import Options, options_of
 
-__all__ = ["configure_logging", "configure_telemetry", "logging_options", "telemetry_options"]
+__all__ = [
+    "SERVER_ACCESS_LOGGERS",
+    "configure_logging",
+    "configure_telemetry",
+    "logging_options",
+    "logs_access",
+    "silence_server_access_logs",
+    "telemetry_options",
+]
+
+SERVER_ACCESS_LOGGERS: Final = ("uvicorn.access", "hypercorn.access", "granian.access")
+"""The stdlib loggers through which servers write an access line of their own."""
+
+_ACCESS_LOG: Final = "asgikit.middleware.access_log.AccessLogMiddleware"  # by name: no import
 
 
 @functools.cache
@@ -61,3 +75,23 @@ def configure_logging(config: Config) -> bool:
     module = importlib.import_module("asgikit.logging")
     module.configure(**config.logging)
     return True
+
+
+def logs_access(config: Config) -> bool:
+    """Whether the pipeline has asgikit's access log (by name or import string)."""
+    for entry in config.middleware:
+        factory = entry.resolved.factory
+        named = f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', '')}"
+        if entry.resolved.name == "access_log" or named == _ACCESS_LOG:
+            return True
+    return False
+
+
+def silence_server_access_logs() -> None:
+    """Drop the servers' own access lines: asgikit's access log writes one per request.
+
+    For a server started by hand (``uvicorn --factory asgikit:app_from_env``), whose
+    access-log flag asgikit cannot set: the loggers it writes them through are disabled.
+    """
+    for name in SERVER_ACCESS_LOGGERS:
+        logging.getLogger(name).disabled = True
