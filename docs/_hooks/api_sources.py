@@ -16,11 +16,20 @@ ROOT = Path(__file__).resolve().parents[2]
 TARGET = ROOT / "build" / "api-src"
 
 
-def on_config(config: Any) -> Any:
+def _lay_out() -> None:
     package = TARGET / "asgikit"
     if TARGET.exists():
         shutil.rmtree(TARGET)
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(ROOT / "asgikit", package, ignore=ignore)
     shutil.copytree(ROOT / "middleware", package / "middleware", ignore=ignore)
+
+
+# Laid out when mkdocs loads this hook, while it reads mkdocs.yml: mkdocstrings looks at
+# its source paths in its own on_config, which runs before any hook's on_config.
+_lay_out()
+
+
+def on_config(config: Any) -> Any:
+    _lay_out()  # again for each rebuild of `mkdocs serve`, with the sources as they are
     return config
