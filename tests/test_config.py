@@ -1388,19 +1388,23 @@ def test_an_exporter_whose_extra_is_missing_fails_at_load(
     ]
 
 
-def test_app_from_env_sets_telemetry_up_per_worker_and_shuts_it_down_at_exit(
+@pytest.mark.anyio
+async def test_app_from_env_flushes_telemetry_when_the_lifespan_shutdown_is_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_logging: None
 ) -> None:
+    # Servers may exit by re-raising the signal that stopped them (no atexit, no
+    # finally): the last moment a worker is sure to have is its lifespan shutdown.
     import atexit
 
     import asgikit.telemetry
 
     made: list[dict[str, Any]] = []
     registered: list[Any] = []
+    events: list[str] = []
 
     class Recorded:
         def shutdown(self) -> None:
-            pass
+            events.append("telemetry shut down")
 
     def configure(**options: Any) -> Recorded:
         made.append(options)
@@ -1410,10 +1414,26 @@ def test_app_from_env_sets_telemetry_up_per_worker_and_shuts_it_down_at_exit(
     monkeypatch.setattr(atexit, "register", registered.append)
     path = write(tmp_path, 'app = "tests.test_config:hello_app"\n[telemetry]\ntraces = "none"\n')
     monkeypatch.setenv(CONFIG_ENV, str(path))
-    assert app_from_env() is hello_app
+    app = app_from_env()
     assert made == [{"traces": "none"}]
-    [shutdown] = registered
-    assert shutdown.__func__ is Recorded.shutdown
+    assert (await request(app, "GET", "/")).body == b"hello"  # http passes through
+
+    async def server_send(message: Message) -> None:
+        events.append(message["type"])
+
+    answers = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+    async def server_receive() -> Message:
+        return next(answers)
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, server_receive, server_send)
+    assert events == [
+        "lifespan.startup.complete",
+        "telemetry shut down",  # after the app's own shutdown, before the server hears
+        "lifespan.shutdown.complete",
+    ]
+    [at_exit] = registered  # and at exit, for a server that runs no lifespan
+    assert at_exit.__func__ is Recorded.shutdown
 
 
 def test_a_telemetry_key_that_is_not_a_table(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from asgikit.config import (
     import_app,
     ready_app,
 )
-from asgikit.config.observability import logs_access
+from asgikit.config.observability import logs_access, shut_down_after_lifespan
 
 __all__ = ["add_parser"]
 
@@ -231,8 +231,11 @@ def _serve_from_env(
 def _serve_here(uvicorn: ModuleType, config: Config, app: Any, options: dict[str, Any]) -> None:
     """One process: the app built here, telemetry set up here and shut down at the end."""
     telemetry = configure_telemetry(config)
+    served = config.pipeline._apply(ready_app(config, app))
+    if telemetry is not None:
+        served = shut_down_after_lifespan(served, telemetry.shutdown)
     try:
-        uvicorn.run(config.pipeline._apply(ready_app(config, app)), **options)
+        uvicorn.run(served, **options)
     finally:
         if telemetry is not None:
             telemetry.shutdown()  # flush the last spans and metrics

@@ -32,6 +32,7 @@ from asgikit.config.observability import (
     configure_telemetry,
     logging_options,
     logs_access,
+    shut_down_after_lifespan,
     silence_server_access_logs,
     telemetry_options,
 )
@@ -235,7 +236,8 @@ def app_from_env() -> ASGIApp:
     configured app; each worker builds its own. The file defaults to ``asgikit.toml``
     in the current directory. Logging is configured through ``asgikit.logging`` when
     asgikit has it, and OpenTelemetry through ``asgikit.telemetry`` when the file has a
-    ``[telemetry]`` table (in each worker, after the fork; shut down at exit). With
+    ``[telemetry]`` table (in each worker, after the fork; flushed and shut down when
+    the lifespan shutdown is over, or at exit for a server that runs none). With
     asgikit's access log in the pipeline, the server's own access lines are dropped.
     """
     config = load_config(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
@@ -243,6 +245,8 @@ def app_from_env() -> ASGIApp:
     if logs_access(config):  # one access line per request, not the server's too
         silence_server_access_logs()
     telemetry = configure_telemetry(config)
-    if telemetry is not None:
-        atexit.register(telemetry.shutdown)
-    return build(config)
+    app = build(config)
+    if telemetry is None:
+        return app
+    atexit.register(telemetry.shutdown)  # for a server that runs no lifespan
+    return shut_down_after_lifespan(app, telemetry.shutdown)

@@ -11,10 +11,14 @@ import functools
 import importlib
 import importlib.util
 import logging
+from collections.abc import Callable
 from typing import Any, Final
+
+import anyio.to_thread
 
 from asgikit.config.model import Config
 from asgikit.signature import Options, options_of
+from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "SERVER_ACCESS_LOGGERS",
@@ -22,6 +26,7 @@ __all__ = [
     "configure_telemetry",
     "logging_options",
     "logs_access",
+    "shut_down_after_lifespan",
     "silence_server_access_logs",
     "telemetry_options",
 ]
@@ -29,6 +34,7 @@ __all__ = [
 SERVER_ACCESS_LOGGERS: Final = ("uvicorn.access", "hypercorn.access", "granian.access")
 """The stdlib loggers through which servers write an access line of their own."""
 
+_SHUTDOWN_ANSWERS: Final = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})
 _ACCESS_LOG: Final = "asgikit.middleware.access_log.AccessLogMiddleware"  # by name: no import
 
 
@@ -95,3 +101,29 @@ def silence_server_access_logs() -> None:
     """
     for name in SERVER_ACCESS_LOGGERS:
         logging.getLogger(name).disabled = True
+
+
+def shut_down_after_lifespan(app: ASGIApp, shutdown: Callable[[], object]) -> ASGIApp:
+    """*app*, calling *shutdown* when its lifespan shutdown is over, before the server
+    hears so.
+
+    That is the last moment a worker is sure to have: servers finish the requests in
+    flight, run the lifespan shutdown, then exit, some by re-raising the signal that
+    stopped them, so that ``atexit`` handlers and ``finally`` blocks never run. The
+    spans and metrics still buffered are exported here, in a worker thread (the
+    exporters block). Every lifespan message passes through unchanged.
+    """
+
+    async def with_shutdown(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+
+        async def send_after_shutdown(message: Message) -> None:
+            if message["type"] in _SHUTDOWN_ANSWERS:
+                await anyio.to_thread.run_sync(shutdown)
+            await send(message)
+
+        await app(scope, receive, send_after_shutdown)
+
+    return with_shutdown
