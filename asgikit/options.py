@@ -124,7 +124,9 @@ def renamed(old: str, old_value: _T | None, new: str, new_value: _T, default: _T
     """The value of an option that has a new name, from whichever name was given.
 
     A value under the *old* name warns (``DeprecationWarning`` naming the new one) and
-    is used; giving both names is an error.
+    is used; giving both names is an error. The new name counts as given when its value
+    is neither the default nor empty (``exclude_paths=[]`` beside ``exempt`` is no
+    conflict: both say "nothing" or only one says something).
 
     Raises:
         TypeError: Both names were given.

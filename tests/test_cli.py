@@ -61,6 +61,7 @@ class Anything:
 def isolated(monkeypatch: pytest.MonkeyPatch) -> None:
     """No config from the environment; ``sys.path`` restored."""
     monkeypatch.delenv(CONFIG_ENV, raising=False)
+    monkeypatch.delenv("ASGIKIT_WORKERS", raising=False)  # serve sets it
     monkeypatch.setattr(sys, "path", list(sys.path))
 
 
@@ -966,6 +967,8 @@ def test_serve_refuses_a_memory_rate_limit_with_several_workers(
     assert "the rate limit (line 2) keeps its counts in memory" in err
     assert "a client gets 3 times the limit" in err and "redis://" in err
     assert run("serve", str(path), "--workers", "1")[0] == 0
+    shouted = write(tmp_path, text + 'storage = "MEMORY://"\n')  # the scheme, any case
+    assert run("serve", str(shouted), "--workers", "2")[0] == 2
 
 
 @pytest.mark.parametrize("option", ['storage = "redis://127.0.0.1:6379/0"', "per_worker = true"])

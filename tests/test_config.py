@@ -1526,3 +1526,30 @@ def test_app_from_env_drops_the_servers_access_lines_when_asgikit_logs_access(
             logging.getLogger(name).removeHandler(keep)
     assert (records == []) is silenced
     assert len(records) in (0, 3)
+
+
+@pytest.mark.anyio
+async def test_a_failing_telemetry_shutdown_still_lets_the_server_hear_the_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from asgikit.config.observability import shut_down_after_lifespan
+
+    def failing() -> None:
+        raise RuntimeError("the collector is gone")
+
+    heard: list[str] = []
+
+    async def server_send(message: Message) -> None:
+        heard.append(message["type"])
+
+    answers = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+    async def server_receive() -> Message:
+        return next(answers)
+
+    app = shut_down_after_lifespan(hello_app, failing)
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, server_receive, server_send)
+    assert heard == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    [record] = [r for r in caplog.records if r.name == "asgikit.telemetry"]
+    assert record.getMessage() == "telemetry.shutdown_failed"
+    assert record.exc_info is not None and "the collector is gone" in str(record.exc_info[1])

@@ -60,3 +60,7 @@ def test_a_renamed_option_warns_and_is_used_and_both_names_are_refused() -> None
         assert renamed("old", 3, "new", 0, 0) == 3
     with pytest.raises(TypeError, match="old is the deprecated name of new"):
         renamed("old", 3, "new", 4, 0)
+    with pytest.warns(DeprecationWarning, match="old is deprecated"):  # [] says nothing
+        assert renamed("old", ["/h"], "new", [], ()) == ["/h"]
+    with pytest.raises(TypeError, match="old is the deprecated name of new"):
+        renamed("old", ["/h"], "new", ["/x"], ())

@@ -87,9 +87,10 @@ def _limits_are_shared(config: Config, workers: int) -> None:
         if named != _RATE_LIMIT or entry.arguments.get("per_worker"):
             continue
         storage = str(entry.arguments.get("storage", "memory://"))
-        if storage.startswith("memory:"):
+        if storage.partition("://")[0].lower() == "memory":
+            where = "" if entry.line is None else f" (line {entry.line})"
             raise UsageError(
-                f"the rate limit (line {entry.line}) keeps its counts in memory: with "
+                f"the rate limit{where} keeps its counts in memory: with "
                 f"{workers} workers each allows the whole rate, so a client gets {workers} "
                 "times the limit. Share the counts through Redis (storage = "
                 '"redis://host:6379/0", the redis extra), serve with one worker, or set '
@@ -231,10 +232,11 @@ def _serve_from_env(
 def _serve_here(uvicorn: ModuleType, config: Config, app: Any, options: dict[str, Any]) -> None:
     """One process: the app built here, telemetry set up here and shut down at the end."""
     telemetry = configure_telemetry(config)
-    served = config.pipeline._apply(ready_app(config, app))
-    if telemetry is not None:
-        served = shut_down_after_lifespan(served, telemetry.shutdown)
+    os.environ[WORKERS_ENV] = "1"  # not a value inherited from the shell
     try:
+        served = config.pipeline._apply(ready_app(config, app))
+        if telemetry is not None:
+            served = shut_down_after_lifespan(served, telemetry.shutdown)
         uvicorn.run(served, **options)
     finally:
         if telemetry is not None:

@@ -245,8 +245,7 @@ def app_from_env() -> ASGIApp:
     if logs_access(config):  # one access line per request, not the server's too
         silence_server_access_logs()
     telemetry = configure_telemetry(config)
-    app = build(config)
     if telemetry is None:
-        return app
-    atexit.register(telemetry.shutdown)  # for a server that runs no lifespan
-    return shut_down_after_lifespan(app, telemetry.shutdown)
+        return build(config)
+    atexit.register(telemetry.shutdown)  # for a server that runs no lifespan, or a failed build
+    return shut_down_after_lifespan(build(config), telemetry.shutdown)

@@ -31,6 +31,8 @@ __all__ = [
     "telemetry_options",
 ]
 
+_log = logging.getLogger("asgikit.telemetry")
+
 SERVER_ACCESS_LOGGERS: Final = ("uvicorn.access", "hypercorn.access", "granian.access")
 """The stdlib loggers through which servers write an access line of their own."""
 
@@ -121,7 +123,10 @@ def shut_down_after_lifespan(app: ASGIApp, shutdown: Callable[[], object]) -> AS
 
         async def send_after_shutdown(message: Message) -> None:
             if message["type"] in _SHUTDOWN_ANSWERS:
-                await anyio.to_thread.run_sync(shutdown)
+                try:
+                    await anyio.to_thread.run_sync(shutdown)
+                except Exception:  # the server still hears the shutdown's end (L1)
+                    _log.exception("telemetry.shutdown_failed")
             await send(message)
 
         await app(scope, receive, send_after_shutdown)

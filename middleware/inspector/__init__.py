@@ -41,7 +41,7 @@ def _workers_notice() -> str:
     """What the page says when it is one of several worker processes (``asgikit serve
     --workers N`` says how many in ``ASGIKIT_WORKERS``): each keeps its own requests."""
     workers = os.environ.get(WORKERS_ENV, "")
-    if not workers.isdigit() or int(workers) < 2:
+    if not workers.isdecimal() or int(workers) < 2:
         return ""
     return (
         f"This page shows the requests of one worker process (pid {os.getpid()}) of "

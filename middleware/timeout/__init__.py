@@ -188,14 +188,20 @@ class TimeoutMiddleware:
                     clock.finish()
             if clock.answering is not None:
                 await clock.answering
+        except BaseException:
+            _forget(clock)  # cancelled from outside: that is what propagates
+            raise
         finally:
-            if clock.answering is not None:
-                # Cancelled from outside: the answer must not go on sending after this
-                # call returned.
-                clock.answering.cancel()
-            if clock.abandoned:
-                self._abandonments.returned(clock)
+            self._settle(clock)
         return _conclude(clock)
+
+    def _settle(self, clock: RequestClock) -> None:
+        if clock.answering is not None:
+            # Cancelled from outside: the answer must not go on sending after this call
+            # returned.
+            clock.answering.cancel()
+        if clock.abandoned:
+            self._abandonments.returned(clock)
 
     async def _unwatched(
         self, limits: Limits, scope: Scope, receive: Receive, send: Send, info: dict[str, Any]
@@ -216,6 +222,9 @@ class TimeoutMiddleware:
                         await self.app(app_scope, app_receive, clock.send)
                     finally:
                         clock.finish()
+        except BaseException:
+            _forget(clock)
+            raise
         finally:
             if clock.abandoned:
                 self._abandonments.returned(clock)
@@ -251,8 +260,8 @@ def _conclude(clock: RequestClock) -> None:
     The clock lets go of the exceptions first: the frames that hold the clock are in
     their tracebacks, and keeping them would make every failed request a cycle.
     """
-    error = clock.app_error or clock.error
-    clock.app_error = clock.error = None
+    error = clock.app_error if clock.app_error is not None else clock.error
+    _forget(clock)
     if error is not None:
         try:
             raise error
@@ -260,3 +269,9 @@ def _conclude(clock: RequestClock) -> None:
             del error  # no cycle through this frame's traceback
     if clock.state is ResponseState.ABORTED:
         raise _aborted(clock)
+
+
+def _forget(clock: RequestClock) -> None:
+    """Let go of the exceptions the clock kept: the frames that hold the clock are in
+    their tracebacks."""
+    clock.app_error = clock.error = None

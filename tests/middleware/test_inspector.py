@@ -22,7 +22,6 @@ from starlette.routing import Route
 
 from asgikit.contract import enforce
 from asgikit.middleware.inspector import DevInspectorMiddleware
-from asgikit.middleware.inspector.page import CONTENT_SECURITY_POLICY
 from asgikit.middleware.inspector.store import InspectorSpanProcessor
 from asgikit.testing import ALL_HTTP_EXTENSIONS, Response, request, run_lifespan, websocket
 from asgikit.types import ASGIApp, Receive, Scope, Send
@@ -513,9 +512,6 @@ async def test_the_page_says_when_it_shows_one_worker_of_several(
         monkeypatch.setenv("ASGIKIT_WORKERS", workers)
     app, _ = inspector()
     page = (await get(app, "/_asgikit/")).body.decode()
-    notice = f"one worker process (pid {os.getpid()}) of 3: each keeps its own"
-    assert (notice in page) is says
-    # The notice is plain markup: the locked-down script and style are the same.
-    assert (await get(app, "/_asgikit/")).header("content-security-policy") == (
-        CONTENT_SECURITY_POLICY.decode()
-    )
+    assert ('id="notice"' in page) is says
+    if says:
+        assert f"one worker process (pid {os.getpid()}) of 3: each keeps its own" in page
