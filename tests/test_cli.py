@@ -993,3 +993,13 @@ def test_serve_tells_the_workers_how_many_they_are(
     path = write(tmp_path, 'app = "tests.test_config:hello_app"\n')
     assert run("serve", str(path), "--workers", "3")[0] == 0
     assert os.environ["ASGIKIT_WORKERS"] == "3"  # inherited by the worker processes
+
+
+def test_serve_with_logging_configure_false_leaves_uvicorn_its_own_logging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_uvicorn: list[tuple[Any, dict[str, Any]]]
+) -> None:
+    monkeypatch.setattr(observability_module, "_logging_module_exists", lambda: True)
+    path = write(tmp_path, 'app = "tests.test_config:hello_app"\n[logging]\nconfigure = false\n')
+    assert run("serve", str(path))[0] == 0
+    [(_, options)] = fake_uvicorn
+    assert "log_config" not in options  # uvicorn's own logging set-up, as without asgikit

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -1553,3 +1554,39 @@ async def test_a_failing_telemetry_shutdown_still_lets_the_server_hear_the_end(
     [record] = [r for r in caplog.records if r.name == "asgikit.telemetry"]
     assert record.getMessage() == "telemetry.shutdown_failed"
     assert record.exc_info is not None and "the collector is gone" in str(record.exc_info[1])
+
+
+def test_logging_configure_false_leaves_the_apps_own_logging_set_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The user's structlog chain (a processor of their own) and stdlib handlers are
+    # exactly what they were after the app is built from a file that says so.
+    def mine(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+        return {**event, "mine": True}
+
+    before = structlog.get_config()
+    structlog.configure(processors=[mine, structlog.processors.JSONRenderer()])
+    handlers = list(logging.getLogger().handlers)
+    try:
+        path = write(
+            tmp_path,
+            """\
+            app = "tests.test_config:hello_app"
+            [logging]
+            configure = false
+            format = "json"
+            [[middleware]]
+            use = "request_id"
+            """,
+        )
+        monkeypatch.setenv(CONFIG_ENV, str(path))
+        app_from_env()
+        assert structlog.get_config()["processors"][0] is mine
+        assert logging.getLogger().handlers == handlers
+    finally:
+        structlog.configure(**before)
+
+
+def test_logging_configure_must_be_true_or_false(tmp_path: Path) -> None:
+    [problem] = problems(tmp_path, 'app = "x:y"\n[logging]\nconfigure = "no"\n')
+    assert problem.startswith("3:1: error: logging.configure:")

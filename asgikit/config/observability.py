@@ -78,8 +78,8 @@ def configure_logging(config: Config) -> bool:
     Returns:
         Whether logging was configured (otherwise structlog keeps its defaults).
     """
-    if logging_options() is None:
-        return False
+    if logging_options() is None or config.logging.get("configure", True) is False:
+        return False  # [logging] configure = false: the app's own set-up stays
     module = importlib.import_module("asgikit.logging")
     module.configure(**config.logging)
     return True

@@ -177,6 +177,7 @@ def configure(
     colors: bool | None = None,
     stdlib: bool = True,
     processors: Sequence[Processor] = (),
+    configure: bool = True,
 ) -> None:
     """Configure structlog (and, by default, ``logging``) for the console or for JSON.
 
@@ -196,6 +197,9 @@ def configure(
             with the same context, at the same level.
         processors: More processors, run after the level and timestamp are added and
             before rendering.
+        configure: False: change nothing at all, and leave the app's own structlog and
+            ``logging`` set-up as it is (a config file's ``[logging] configure =
+            false``; in code, simply do not call this function).
 
     Raises:
         ValueError: ``format`` or ``level`` is not one of the known values.
@@ -204,6 +208,8 @@ def configure(
     if format not in ("auto", "console", "json"):
         raise ValueError(f"format must be 'auto', 'console' or 'json', not {format!r}")
     level_number = _level_number(level)
+    if not configure:
+        return
     console_stream: TextIO = stream if stream is not None else sys.stderr
     if format == "auto":
         format = "console" if _isatty(console_stream) else "json"
