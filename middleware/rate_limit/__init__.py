@@ -285,22 +285,13 @@ class RateLimitMiddleware:
         rules: Sequence[Rule],
         decisions: Sequence[Decision],
     ) -> None:
+        """A rule said no: a 429 (or, in report-only mode, a log line and the app)."""
         if self._report_only:
             self._would_reject(scope, rules, decisions)
             return await self.app(scope, receive, send)
         self.rejections += 1
-        return await self._reject(scope, receive, send, rules, decisions)
-
-    async def _reject(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        rules: Sequence[Rule],
-        decisions: Sequence[Decision],
-    ) -> None:
         fields, body = _rejection(scope, rules, decisions, self._headers)
-        await self._answer(scope, receive, send, 429, fields, body)
+        return await self._answer(scope, receive, send, 429, fields, body)
 
     async def _unavailable(self, scope: Scope, receive: Receive, send: Send) -> None:
         fields = [*_UNAVAILABLE_HEADERS]
