@@ -532,3 +532,11 @@ def test_a_server_logger_silenced_on_purpose_stays_silent() -> None:
     assert "GET / HTTP/1.1" not in stream.getvalue()
     assert "still routed" in stream.getvalue()
     access.propagate = True
+
+
+def test_configure_false_changes_nothing() -> None:
+    before = structlog.get_config()
+    root_handlers = list(logging.getLogger().handlers)
+    asgikit.logging.configure(format="json", configure=False)
+    assert structlog.get_config() == before
+    assert logging.getLogger().handlers == root_handlers
