@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -38,7 +39,7 @@ from asgikit.config.parse import toml_positions as _toml_positions
 from asgikit.middleware.proxy_headers import ProxyHeadersMiddleware
 from asgikit.middleware.request_id import RequestIDMiddleware, uuid7_hex
 from asgikit.pipeline import PipelineWarning
-from asgikit.registry import Registry, options_of
+from asgikit.registry import Registry
 from asgikit.testing import request
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -242,7 +243,9 @@ def test_a_full_config_loads(tmp_path: Path) -> None:
         level = 3
         """,
     )
-    assert config.server == ServerConfig("0.0.0.0", 9000, 2, False, "debug")
+    assert config.server == ServerConfig(
+        host="0.0.0.0", port=9000, workers=2, reload=False, log_level="debug"
+    )
     assert config.app_dir == tmp_path.resolve()
     proxy, request_id, picky = config.middleware
     assert proxy.resolved.factory is ProxyHeadersMiddleware
@@ -379,7 +382,8 @@ def test_a_file_that_is_not_utf8_is_one_issue(tmp_path: Path) -> None:
         ),
         pytest.param(
             'app = "x:y"\n[server]\nprot = 8000\n',
-            "3:1: error: server.prot: [server] has no option 'prot'; did you mean 'port'?",
+            "3:1: error: server.prot: [server] has no option 'prot', and neither has uvicorn; "
+            "did you mean 'port'?",
             id="unknown-server-key",
         ),
         pytest.param(
@@ -1328,9 +1332,19 @@ def test_the_schema_has_no_logging_table_without_asgikit_logging() -> None:
     assert "logging" not in json_schema(Registry(group=None))["properties"]
 
 
-def test_server_options_come_from_the_dataclass() -> None:
-    options = options_of(ServerConfig, takes_app=False).options
-    assert list(options) == ["host", "port", "workers", "reload", "log_level"]
+def test_every_server_option_is_a_key_of_the_table_and_a_flag_of_serve(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from asgikit.cli import main
+    from asgikit.config.model import server_table_options
+
+    names = [field.name for field in dataclasses.fields(ServerConfig) if field.name != "options"]
+    assert list(server_table_options().options) == names
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    usage = capsys.readouterr().out
+    for name in names:
+        assert f"--{name.replace('_', '-')}" in usage
 
 
 def test_options_that_take_python_objects_are_refused_with_a_reason(tmp_path: Path) -> None:

@@ -1,26 +1,28 @@
-"""``asgikit serve``: build the app from the config file and serve it with uvicorn."""
+"""``asgikit serve``: build the app from the config file and serve it with uvicorn,
+hypercorn or granian (``asgikit.servers``)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import os
 import sys
-from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
-from asgikit import WORKERS_ENV
+from asgikit import WORKERS_ENV, servers
+from asgikit.cli.env_file import read_env_file
 from asgikit.cli.shared import CONFIG_HELP, UsageError, load, url
 from asgikit.config import (
     CONFIG_ENV,
+    RELOAD_ENV,
     Config,
+    ServerConfig,
     configure_logging,
-    configure_telemetry,
     import_app,
-    ready_app,
 )
-from asgikit.config.observability import logs_access, shut_down_after_lifespan
+from asgikit.config.observability import logs_access
 
 __all__ = ["add_parser"]
 
@@ -29,14 +31,19 @@ def add_parser(commands: Any) -> None:
     """Add ``serve`` to the subcommands (an ``add_subparsers`` action)."""
     serve = commands.add_parser(
         "serve",
-        help="serve the app with uvicorn",
-        description="Build the app from the config file and serve it with uvicorn. Flags "
-        "override the file's [server] table. SIGTERM or CTRL+C shut down gracefully: "
-        "requests in flight finish, then the app's lifespan shutdown runs.",
+        help="serve the app with uvicorn, hypercorn or granian",
+        description="Build the app from the config file and serve it (with uvicorn unless "
+        "the [server] table or --server says otherwise). Flags override the file's [server] "
+        "table. SIGTERM or CTRL+C shut down gracefully: requests in flight finish, the "
+        "app's lifespan shutdown runs, spans and metrics are exported, and the exit "
+        "status is 0.",
     )
     serve.add_argument("config", nargs="?", metavar="CONFIG", help=CONFIG_HELP)
+    serve.add_argument("--server", choices=servers.SERVERS, help="the ASGI server")
     serve.add_argument("--host", help="the address to listen on")
     serve.add_argument("--port", type=int, help="the TCP port (0: any free one)")
+    serve.add_argument("--uds", metavar="PATH", help="listen on this Unix domain socket")
+    serve.add_argument("--fd", type=int, help="listen on this inherited file descriptor")
     serve.add_argument("--workers", type=int, help="worker processes")
     serve.add_argument(
         "--reload",
@@ -48,7 +55,35 @@ def add_parser(commands: Any) -> None:
         choices=["critical", "error", "warning", "info", "debug", "trace"],
         help="the server's log level",
     )
+    serve.add_argument("--root-path", help="the path prefix a proxy mounts the app under")
+    serve.add_argument("--ssl-certfile", metavar="PATH", help="serve HTTPS with this certificate")
+    serve.add_argument("--ssl-keyfile", metavar="PATH", help="the certificate's private key")
+    serve.add_argument(
+        "--timeout-graceful-shutdown",
+        type=float,
+        metavar="SECONDS",
+        help="how long requests in flight get to finish at shutdown",
+    )
+    serve.add_argument(
+        "--timeout-keep-alive",
+        type=float,
+        metavar="SECONDS",
+        help="how long an idle keep-alive connection stays open",
+    )
+    serve.add_argument(
+        "--limit-concurrency", type=int, metavar="N", help="at most N at once per worker"
+    )
+    serve.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="set the variables of this file (NAME=value lines) that are not set already",
+    )
     serve.set_defaults(run=_serve)
+
+
+_FLAGS: Final = tuple(
+    field.name for field in dataclasses.fields(ServerConfig) if field.name != "options"
+)
 
 
 def _loopback(host: str) -> bool:
@@ -111,94 +146,98 @@ def _inspector_stays_local(config: Config, host: str) -> None:
             )
 
 
-@dataclass(frozen=True, slots=True)
-class _Settings:
-    """How to serve: the command line's flags over the file's ``[server]`` table."""
-
-    host: str
-    port: int
-    workers: int
-    reload: bool
-    log_level: str
-
-    @classmethod
-    def of(cls, args: argparse.Namespace, config: Config) -> _Settings:
-        server = config.server
-        return cls(
-            host=args.host if args.host is not None else server.host,
-            port=args.port if args.port is not None else server.port,
-            workers=args.workers if args.workers is not None else server.workers,
-            reload=args.reload if args.reload is not None else server.reload,
-            log_level=args.log_level or server.log_level,
-        )
-
-    def check(self, config: Config) -> None:
-        """Refuse what cannot work, before anything is imported.
-
-        Raises:
-            UsageError: Said in the message.
-        """
-        _inspector_stays_local(config, self.host)
-        if self.workers > 1:
-            _one_prometheus_port(config)
-            _limits_are_shared(config, self.workers)
-        if not 0 <= self.port <= 65535:
-            raise UsageError(f"--port {self.port} is not a TCP port (0-65535)")
-        if self.workers < 1:
-            raise UsageError(f"--workers {self.workers}: at least 1")
-        if self.reload and self.workers > 1:
-            raise UsageError(
-                "--reload restarts one process: it cannot be combined with workers > 1"
-            )
+def _settings(args: argparse.Namespace, config: Config) -> ServerConfig:
+    """The file's ``[server]`` table with the command line's flags over it."""
+    flags = {name: getattr(args, name) for name in _FLAGS if getattr(args, name) is not None}
+    return dataclasses.replace(config.server, **flags)
 
 
-def _uvicorn() -> ModuleType:
+def _check(settings: ServerConfig, config: Config) -> None:
+    """Refuse what cannot work, before anything is imported.
+
+    Raises:
+        UsageError: Said in the message.
+    """
+    if settings.uds is None and settings.fd is None:
+        _inspector_stays_local(config, settings.host)
+    if settings.workers > 1:
+        _one_prometheus_port(config)
+        _limits_are_shared(config, settings.workers)
+    if not 0 <= settings.port <= 65535:
+        raise UsageError(f"--port {settings.port} is not a TCP port (0-65535)")
+    if settings.workers < 1:
+        raise UsageError(f"--workers {settings.workers}: at least 1")
+    if settings.reload and settings.workers > 1:
+        raise UsageError("--reload restarts one process: it cannot be combined with workers > 1")
+    if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
+        raise UsageError("HTTPS needs both ssl_certfile and ssl_keyfile")
+
+
+def _with_env_file(args: argparse.Namespace, config: Config) -> Config:
+    """*config*, loaded again once its ``env_file`` (or ``--env-file``) is in the
+    environment, so that the file's ``${NAME}`` values see it."""
+    if args.env_file is not None:
+        path = Path(args.env_file)
+    elif config.server.env_file is not None:
+        path = config.path.parent / config.server.env_file
+    else:
+        return config
     try:
-        import uvicorn
-    except ModuleNotFoundError:
-        raise UsageError("serving needs uvicorn: pip install 'asgikit[server]'") from None
-    return uvicorn
+        values = read_env_file(path)
+    except OSError as exc:
+        raise UsageError(f"env_file {str(path)!r}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for name, value in values.items():
+        os.environ.setdefault(name, value)
+    return load(str(config.path))
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = load(args.config)
-    settings = _Settings.of(args, config)
-    settings.check(config)
-    uvicorn = _uvicorn()
-    app = import_app(config, call_factory=False)
+    config = _with_env_file(args, load(args.config))
+    settings = _settings(args, config)
+    _check(settings, config)
+    try:
+        servers.require(settings.server)
+    except servers.ServerError as exc:
+        raise UsageError(str(exc)) from None
+    import_app(config, call_factory=False)  # a broken app is one line here, before serving
     logs_configured = configure_logging(config)
     for issue in config.warnings:
         print(issue, file=sys.stderr)
-    options = _uvicorn_options(config, settings, logs_configured)
     _announce(config, settings)
-    if settings.workers > 1 or settings.reload:
-        _serve_from_env(uvicorn, config, settings, options)
+    # Each server process builds the app from the file: the environment says which, and
+    # what per-process state must admit.
+    os.environ[CONFIG_ENV] = str(config.path.resolve())
+    os.environ[WORKERS_ENV] = str(settings.workers)
+    if settings.reload:
+        os.environ[RELOAD_ENV] = "1"  # a broken file or app is shown, not fatal
+    watch = {os.getcwd(), str(config.path.resolve().parent)}
+    if config.app_dir is not None:
+        watch.add(str(config.app_dir))
+    launch = servers.Launch(
+        settings=settings,
+        logs_configured=logs_configured,
+        logs_access=logs_access(config),
+        watch=tuple(sorted(watch)),
+        watch_files=(str(config.path.resolve()),),
+    )
+    try:
+        return servers.run(settings.server, launch)
+    except servers.ServerError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _announce(config: Config, settings: ServerConfig) -> None:
+    if settings.uds is not None:
+        address = f"unix:{settings.uds} "
+    elif settings.fd is not None:
+        address = f"file descriptor {settings.fd} "
     else:
-        _serve_here(uvicorn, config, app, options)
-    return 0
-
-
-def _uvicorn_options(config: Config, settings: _Settings, logs_configured: bool) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": settings.log_level,
-        # asgikit's proxy_headers middleware decides whom to trust, not uvicorn.
-        "proxy_headers": False,
-        "lifespan": "auto",
-    }
-    if logs_configured:
-        options["log_config"] = None  # asgikit.logging already routes uvicorn's loggers
-    if logs_access(config):
-        options["access_log"] = False  # one access log line per request, not two
-    return options
-
-
-def _announce(config: Config, settings: _Settings) -> None:
-    address = url(settings.host, settings.port)
+        address = url(settings.host, settings.port)
     print(
-        f"asgikit: serving {config.app} through {len(config.middleware)} middleware: "
-        f"open {address}  (CTRL+C to stop)",
+        f"asgikit: serving {config.app} through {len(config.middleware)} middleware with "
+        f"{settings.server}: open {address}  (CTRL+C to stop)",
         file=sys.stderr,
         flush=True,
     )
@@ -206,38 +245,3 @@ def _announce(config: Config, settings: _Settings) -> None:
         if entry.resolved.name == "inspector" and entry.arguments.get("enabled", True):
             path = str(entry.arguments.get("path", "/_asgikit/")).lstrip("/")
             print(f"asgikit: requests as they happen: {address}{path}", file=sys.stderr, flush=True)
-
-
-def _serve_from_env(
-    uvicorn: ModuleType, config: Config, settings: _Settings, options: dict[str, Any]
-) -> None:
-    """Several workers, or a reloading one: each process builds the app from the file."""
-    os.environ[CONFIG_ENV] = str(config.path.resolve())
-    os.environ[WORKERS_ENV] = str(settings.workers)  # what per-process state must admit
-    directories = {os.getcwd(), str(config.path.resolve().parent)}
-    if config.app_dir is not None:
-        directories.add(str(config.app_dir))
-    reload = settings.reload
-    uvicorn.run(
-        "asgikit.config:app_from_env",
-        factory=True,
-        workers=settings.workers,
-        reload=reload,
-        reload_dirs=sorted(directories) if reload else None,
-        reload_includes=[config.path.name] if reload else None,
-        **options,
-    )
-
-
-def _serve_here(uvicorn: ModuleType, config: Config, app: Any, options: dict[str, Any]) -> None:
-    """One process: the app built here, telemetry set up here and shut down at the end."""
-    telemetry = configure_telemetry(config)
-    os.environ[WORKERS_ENV] = "1"  # not a value inherited from the shell
-    try:
-        served = config.pipeline._apply(ready_app(config, app))
-        if telemetry is not None:
-            served = shut_down_after_lifespan(served, telemetry.shutdown)
-        uvicorn.run(served, **options)
-    finally:
-        if telemetry is not None:
-            telemetry.shutdown()  # flush the last spans and metrics

@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +39,7 @@ from asgikit.config.observability import (
 )
 from asgikit.config.option_check import kind_of
 from asgikit.config.parse import parse_toml, parse_yaml
+from asgikit.config.reloading import error_app
 from asgikit.config.source import ConfigError, Issue, Source, by_position, substitute
 from asgikit.pipeline import PipelineWarning
 from asgikit.registry import Registry, RegistryError, import_object
@@ -46,6 +48,7 @@ from asgikit.types import ASGIApp
 __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CONFIG",
+    "RELOAD_ENV",
     "Config",
     "ConfigError",
     "Issue",
@@ -68,6 +71,10 @@ CONFIG_ENV: Final = "ASGIKIT_CONFIG"
 
 DEFAULT_CONFIG: Final = "asgikit.toml"
 """The config file used when none is named."""
+
+RELOAD_ENV: Final = "ASGIKIT_RELOAD"
+"""Set by ``asgikit serve --reload``: ``app_from_env`` then serves a broken config file
+or app as an error page, so that the reloader keeps watching, instead of failing."""
 
 
 # --------------------------------------------------------------------------------------
@@ -153,6 +160,10 @@ def import_app(config: Config, *, call_factory: bool = True) -> Any:
         app = import_object(config.app)
     except RegistryError as exc:
         raise ConfigError([config.issue(("app",), str(exc))]) from None
+    except Exception as exc:  # the module itself failed: one line, with where it failed
+        module = config.app.partition(":")[0]
+        message = f"importing {module} failed: {_last_frame(exc)}"
+        raise ConfigError([config.issue(("app",), message)]) from exc
     if not callable(app):
         raise ConfigError(
             [
@@ -163,6 +174,18 @@ def import_app(config: Config, *, call_factory: bool = True) -> Any:
         )
     wrap = _wsgi_wrapper(config) if config.wsgi else None
     return ready_app(config, app, wrap) if call_factory else app
+
+
+def _last_frame(exc: BaseException) -> str:
+    """``Type: message (file, line N)``: the error and the last frame it passed through."""
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" ({exc.filename}, line {exc.lineno})"
+    elif frames := traceback.extract_tb(exc.__traceback__):
+        where = f" ({frames[-1].filename}, line {frames[-1].lineno})"
+    text = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    first = text.splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}{where}" if first else f"{type(exc).__name__}{where}"
 
 
 def ready_app(config: Config, imported: Any, wsgi: Any = None) -> Any:
@@ -239,7 +262,24 @@ def app_from_env() -> ASGIApp:
     ``[telemetry]`` table (in each worker, after the fork; flushed and shut down when
     the lifespan shutdown is over, or at exit for a server that runs none). With
     asgikit's access log in the pipeline, the server's own access lines are dropped.
+
+    With ``$ASGIKIT_RELOAD`` set (``asgikit serve --reload``), a config file or app that
+    fails to load is printed and served as a 500 page instead of raising, so that the
+    server keeps running and the reloader keeps watching.
     """
+    if not os.environ.get(RELOAD_ENV):
+        return _app_from_env()
+    try:
+        return _app_from_env()
+    except ConfigError as exc:
+        text = "\n".join(str(issue) for issue in exc.issues)
+    except Exception as exc:  # the app's factory or a middleware failed
+        text = "".join(traceback.format_exception(exc))
+    print(text, file=sys.stderr, flush=True)
+    return error_app(text)
+
+
+def _app_from_env() -> ASGIApp:
     config = load_config(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
     configure_logging(config)
     if logs_access(config):  # one access line per request, not the server's too

@@ -9,6 +9,7 @@ at once.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import re
 import warnings
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from asgikit import servers
 from asgikit.config.model import (
     TOP_KEYS,
     AppKeys,
@@ -23,6 +25,7 @@ from asgikit.config.model import (
     MiddlewareEntry,
     ServerConfig,
     canonical_name,
+    server_table_options,
 )
 from asgikit.config.observability import logging_options, telemetry_options
 from asgikit.config.option_check import OptionChecker, kind_of, suggestion
@@ -105,9 +108,29 @@ class Loader:
         table = self.table("server", data)
         if table is None:
             return None
-        spec = options_of(ServerConfig, takes_app=False)
-        arguments = self.check.arguments(("server",), table, spec, "[server]")
-        return None if arguments is None else ServerConfig(**arguments)
+        spec = server_table_options()
+        common = {key: value for key, value in table.items() if key in spec.options}
+        arguments = self.check.arguments(("server",), common, spec, "[server]")
+        if arguments is None:
+            return None
+        own = {key: value for key, value in table.items() if key not in spec.options}
+        if own and not self.server_options(arguments.get("server", "uvicorn"), own, spec):
+            return None
+        return ServerConfig(**arguments, options=own)
+
+    def server_options(self, server: str, own: Mapping[str, Any], spec: Options) -> bool:
+        """Whether the keys of ``[server]`` beyond the common ones are *server*'s own."""
+        try:
+            names = servers.own_options(server)
+        except servers.ServerError as exc:
+            self.source.error(("server", "server"), f"{exc}: it is needed to check {sorted(own)}")
+            return False
+        ok = True
+        for key in own:
+            if key not in names:
+                self.source.error(("server", key), _not_a_server_option(key, server, spec))
+                ok = False
+        return ok
 
     def telemetry(self, data: Mapping[str, Any]) -> dict[str, Any] | None:
         if "telemetry" not in data:
@@ -266,3 +289,16 @@ def _option_at(path: ConfigPath, arguments: Mapping[str, Any], text: str) -> Con
         if re.match(rf"{re.escape(key)}\b", text):
             return (*path, key)
     return path
+
+
+def _not_a_server_option(key: str, server: str, spec: Options) -> str:
+    """Why *key* is refused in ``[server]``, with the closest name *server* knows."""
+    renamed = servers.renamed(server)  # the server's names for the common settings
+    known = sorted({*spec.options, *servers.own_options(server), *renamed})
+    if key in renamed:
+        return f"{server}'s {key!r} is set through [server]'s {renamed[key]!r}"
+    message = f"[server] has no option {key!r}, and neither has {server}"
+    close = difflib.get_close_matches(key, known, n=1)
+    if close and close[0] in renamed:
+        return f"{message}; did you mean {close[0]!r}? [server] sets it as {renamed[close[0]]!r}"
+    return message + suggestion(key, known)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from asgikit._import_string import ImportString
 from asgikit.config.source import ConfigPath, Issue, Source
 from asgikit.pipeline import Layer, Pipeline
 from asgikit.registry import Resolved
-from asgikit.signature import Options
+from asgikit.signature import Options, options_of
 
 __all__ = [
     "TOP_KEYS",
@@ -26,29 +27,69 @@ __all__ = [
     "MiddlewareEntry",
     "ServerConfig",
     "canonical_name",
+    "server_table_options",
 ]
 
 LogLevel: TypeAlias = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerConfig:
     """The ``[server]`` table: how ``asgikit serve`` serves the app (flags override it).
 
+    Any other key is an option of the chosen server itself (a keyword of
+    ``uvicorn.Config``, an attribute of hypercorn's ``Config``, a keyword of granian's
+    ``Server``), checked against that server's names.
+
     Args:
+        server: The ASGI server: ``"uvicorn"``, ``"hypercorn"`` or ``"granian"``.
         host: The address to listen on: 127.0.0.1 for this machine only, 0.0.0.0 for
             every IPv4 interface.
         port: The TCP port; 0 picks a free one.
+        uds: Listen on this Unix domain socket instead of host and port.
+        fd: Listen on this inherited file descriptor (a socket a supervisor opened).
         workers: Worker processes; each builds the app from the config file.
         reload: Restart when a Python file or the config file changes (development).
         log_level: The server's log level.
+        root_path: The path prefix under which a proxy mounts the app (ASGI
+            ``root_path``).
+        ssl_certfile: Serve HTTPS with this certificate file (PEM).
+        ssl_keyfile: The certificate's private key file (PEM).
+        timeout_graceful_shutdown: Seconds the requests in flight get to finish at
+            shutdown; by default the server's own (uvicorn: no limit).
+        timeout_keep_alive: Seconds an idle keep-alive connection stays open; by default
+            the server's own (uvicorn 5, hypercorn 5).
+        limit_concurrency: At most this many connections and tasks at once per worker;
+            past it, 503 (uvicorn) or back-pressure (granian).
+        env_file: Set the environment variables of this file (``NAME=value`` lines)
+            that are not already set, before the file's ``${NAME}`` values are read.
+            Relative to the config file.
+        options: The chosen server's own options (the table's other keys).
     """
 
+    server: Literal["uvicorn", "hypercorn", "granian"] = "uvicorn"
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    uds: str | None = None
+    fd: Annotated[int, msgspec.Meta(ge=0)] | None = None
     workers: Annotated[int, msgspec.Meta(ge=1)] = 1
     reload: bool = False
     log_level: LogLevel = "info"
+    root_path: str = ""
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    timeout_graceful_shutdown: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    timeout_keep_alive: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    limit_concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    env_file: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def server_table_options() -> Options:
+    """The options of ``[server]`` a file writes as keys of their own (not ``options``)."""
+    spec = options_of(ServerConfig, takes_app=False)
+    own = {name: option for name, option in spec.options.items() if name != "options"}
+    return dataclasses.replace(spec, options=own)
 
 
 @dataclass(frozen=True, slots=True)

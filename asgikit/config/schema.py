@@ -7,8 +7,9 @@ from typing import Annotated, Any, Final, Union
 
 import msgspec
 
+from asgikit import servers
 from asgikit._import_string import IMPORT_STRING_PATTERN
-from asgikit.config.model import AppKeys, ServerConfig
+from asgikit.config.model import AppKeys, ServerConfig, server_table_options
 from asgikit.config.observability import logging_options, telemetry_options
 from asgikit.registry import ENTRY_POINT_GROUP, Registry, RegistryError
 from asgikit.signature import Options, options_of, subscript
@@ -75,6 +76,7 @@ def json_schema(registry: Registry | None = None) -> dict[str, Any]:
     schema = msgspec.json.schema(document)
     definitions: dict[str, Any] = schema["$defs"]
     _add_defaults(definitions, specs)
+    _add_server_options(definitions["server"])
     root: dict[str, Any] = definitions.pop("asgikit")
     _add_import_string_entries(root, definitions)
     definitions[_SUBSTITUTION] = {
@@ -127,9 +129,9 @@ def _table(
 
 def _top_level_fields(specs: dict[str, Options]) -> list[tuple[str, Any, Any]]:
     """The struct fields of the top-level keys and tables (``specs`` gets their options)."""
-    specs["server"] = options_of(ServerConfig, takes_app=False)
+    specs["server"] = server_table_options()
     server = _table(
-        "server", specs["server"], _doc_summary(ServerConfig), forbid_unknown_fields=True
+        "server", specs["server"], _doc_summary(ServerConfig), forbid_unknown_fields=False
     )
     specs["asgikit"] = options_of(AppKeys, takes_app=False)
     fields = [*specs["asgikit"].fields(), server]
@@ -162,6 +164,22 @@ def _add_defaults(definitions: dict[str, Any], specs: Mapping[str, Options]) -> 
             definition["properties"][option]["default"] = default
         if spec.summary and name.startswith("middleware."):
             definition["description"] = spec.summary
+
+
+def _add_server_options(server: dict[str, Any]) -> None:
+    """Let ``[server]`` hold the installed servers' own options too, and nothing else.
+
+    Which server the table chooses is not known here: the union of their names is
+    allowed (loading checks each key against the chosen server's).
+    """
+    names = set(server["properties"])
+    for name in servers.SERVERS:
+        try:
+            names |= servers.own_options(name)
+        except servers.ServerError:
+            continue  # not installed
+    server["propertyNames"] = {"enum": sorted(names)}
+    server.pop("additionalProperties", None)
 
 
 def _add_import_string_entries(root: dict[str, Any], definitions: dict[str, Any]) -> None:
