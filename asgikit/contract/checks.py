@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
+from asgikit.scopes import CHAIN_KEY
 from asgikit.types import Message
 
 
@@ -60,11 +61,15 @@ def freeze(value: Any, depth: int = 0) -> Any:
     return value
 
 
+_SHARED_BY_DESIGN: Final = frozenset({"state", CHAIN_KEY})
+
+
 def freeze_scope(scope: Mapping[str, Any]) -> dict[str, Any]:
     """A snapshot of a scope, key by key."""
     # state is shared by design (writes at start-up are meant to be seen), so its
-    # contents are not the middleware's to keep; only its identity is (S6).
-    return {k: id(v) if k == "state" else freeze(v) for k, v in scope.items()}
+    # contents are not the middleware's to keep; only its identity is (S6). So is
+    # asgikit's scope chain, which each copy of the scope appends itself to.
+    return {k: id(v) if k in _SHARED_BY_DESIGN else freeze(v) for k, v in scope.items()}
 
 
 def scope_view(scope: Mapping[str, Any]) -> dict[str, Any]:
