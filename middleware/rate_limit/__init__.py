@@ -137,7 +137,10 @@ class RateLimitMiddleware:
             memory store with several workers unless this is true.
         shadow: Deprecated name of ``report_only``.
         exempt: Deprecated name of ``exclude_paths``.
-        timeout: The store's time budget per call, in seconds (Redis).
+        timeout: The store's time budget per call, in seconds, from sending the command to
+            reading the reply (Redis).
+        connect_timeout: The store's budget for getting a connection, in seconds:
+            waiting for a free one or opening one (Redis).
         max_keys: The memory store's bound; the least recently used key goes first.
         ipv6_prefix: IPv6 clients share a bucket per network of this prefix length.
         log_interval: Backend errors are logged at most once per this many seconds.
@@ -186,6 +189,7 @@ class RateLimitMiddleware:
         report_only: bool = False,
         exclude_paths: str | Sequence[str] = (),
         timeout: float = 0.1,
+        connect_timeout: float = 1.0,
         max_keys: int = 100_000,
         ipv6_prefix: int = 64,
         log_interval: float = 60.0,
@@ -204,6 +208,7 @@ class RateLimitMiddleware:
                 f"on_backend_error: expected 'allow' or 'deny', got {on_backend_error!r}"
             )
         number(timeout, "timeout", above=0)
+        number(connect_timeout, "connect_timeout", above=0)
         number(log_interval, "log_interval", minimum=0)
         bounded_int(max_keys, "max_keys", 1)
         self._rules = build_rules(rules, rate=rate, burst=burst, key=key, ipv6_prefix=ipv6_prefix)
@@ -212,7 +217,12 @@ class RateLimitMiddleware:
         if not isinstance(storage, str):
             raise TypeError(f"storage: expected a URL such as 'memory://', got {storage!r}")
         try:
-            self.store: Store = open_store(storage, max_keys=max_keys, timeout=float(timeout))
+            self.store: Store = open_store(
+                storage,
+                max_keys=max_keys,
+                timeout=float(timeout),
+                connect_timeout=float(connect_timeout),
+            )
         except ValueError as exc:
             raise ValueError(f"storage: {exc}") from exc
         # Report-only mode enforces nothing, so it neither denies nor advertises limits.

@@ -15,13 +15,19 @@ _REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
 
 
 def open_store(
-    url: str, *, max_keys: int = 100_000, timeout: float = 0.1, prefix: str = "asgikit:rl:"
+    url: str,
+    *,
+    max_keys: int = 100_000,
+    timeout: float = 0.1,
+    prefix: str = "asgikit:rl:",
+    connect_timeout: float = 1.0,
 ) -> Store:
     """The store a storage URL names, without any I/O (connections are made lazily).
 
     ``memory://`` (optionally ``memory://?max_keys=N``) gives a ``MemoryStore``;
     ``redis://``, ``rediss://`` and ``unix://`` give a ``RedisStore`` (the ``redis``
-    extra) whose calls take at most *timeout* seconds and whose keys start with *prefix*.
+    extra) whose commands take at most *timeout* seconds, whose connections take at most
+    *connect_timeout*, and whose keys start with *prefix*.
 
     Raises:
         ValueError: unknown scheme, or a bad ``memory://`` URL or option.
@@ -48,7 +54,7 @@ def open_store(
             raise ImportError(
                 f"storage {scheme}:// needs redis-py: pip install 'asgikit[redis]'"
             ) from exc
-        return RedisStore(url, timeout=timeout, prefix=prefix)
+        return RedisStore(url, timeout=timeout, prefix=prefix, connect_timeout=connect_timeout)
     raise ValueError(
         f"unsupported storage URL {mask_passwords(url)!r}: expected memory://, redis://, "
         "rediss:// or unix://"

@@ -10,17 +10,25 @@ round trip: ``EVAL`` with the source, which also caches it again.
 
 Failure handling:
 
-* every ``acquire`` takes at most ``timeout`` seconds (connecting included); exceeding
-  it or any Redis error raises ``StoreError`` chained to the cause, nothing else;
-* after a connection failure or timeout the client (and its connection pool) is
-  dropped and rebuilt on next use, so a broken connection never sticks; for
-  ``cooldown`` seconds ``acquire`` then fails fast without calling Redis, then one call
-  probes it again, so a dead Redis does not cost the whole budget on every request;
+* the ``timeout`` budget covers the command alone, from sending it to reading the
+  reply: getting a connection (waiting for a free one, or opening one: TCP, TLS, AUTH)
+  has a budget of its own, ``connect_timeout``, so that a burst of first requests on a
+  cold pool does not fail open only because connections were being opened;
+* ``open()`` (at lifespan start-up) connects, and loads the script, before the first
+  request: a server that starts cold does not pay for either on its first burst;
+* exceeding a budget or any Redis error raises ``StoreError`` chained to the cause,
+  nothing else; a connection whose reply was not read to the end is closed, never
+  reused;
+* after a connection failure, or a second timeout in a row, the client (and its
+  connection pool) is dropped and rebuilt on next use, so a broken connection never
+  sticks; for ``cooldown`` seconds ``acquire`` then fails fast without calling Redis,
+  then one call probes it again, so a dead Redis does not cost the whole budget on
+  every request, while one slow reply does not lift the limit for a whole cool-down;
 * redis-py's asyncio client runs on asyncio only: under trio ``acquire`` raises
   ``StoreError`` saying so.
 
 Connections: a blocking pool of at most 50 per process (``?max_connections=N`` in the
-URL changes it); a call waiting for a free connection waits within its budget.
+URL changes it).
 
 Redis Cluster: the client is a plain (non-cluster) client, and a script's keys must all
 live in one hash slot, so checks with different keys in one ``acquire`` fail there with
@@ -37,8 +45,6 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import redis.asyncio
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 
 from asgikit.options import mask_passwords, number
@@ -103,13 +109,17 @@ _TRIO_MESSAGE: Final = (
 class RedisStore:
     """GCRA state in Redis, one round trip per ``acquire`` (see the module docstring).
 
-    Constructing it does no I/O: the client is created on first use.
+    Constructing it does no I/O: the client is created by ``open()`` or on first use.
 
     Args:
         url: ``redis://``, ``rediss://`` or ``unix://`` URL, as redis-py reads it.
-        timeout: seconds one ``acquire`` may take, connecting included.
+        timeout: seconds one ``acquire``'s command may take, from sending it to reading
+            the reply.
         prefix: put before every key.
-        cooldown: seconds to fail fast after a connection failure or timeout.
+        cooldown: seconds to fail fast after a connection failure, or after a second
+            timeout in a row.
+        connect_timeout: seconds to get a connection: to wait for a free one in the
+            pool, or to open one.
     """
 
     def __init__(
@@ -119,9 +129,11 @@ class RedisStore:
         timeout: float = 0.1,
         prefix: str = "asgikit:rl:",
         cooldown: float = 1.0,
+        connect_timeout: float = 1.0,
     ) -> None:
         number(timeout, "timeout", above=0)
         number(cooldown, "cooldown", minimum=0)
+        number(connect_timeout, "connect_timeout", above=0)
         if not isinstance(prefix, str):
             raise TypeError(f"prefix: expected a string, got {prefix!r}")
         try:
@@ -132,16 +144,22 @@ class RedisStore:
         self.timeout = float(timeout)
         self.prefix = prefix
         self.cooldown = float(cooldown)
+        self.connect_timeout = float(connect_timeout)
         self.round_trips = 0
         self.failures = 0
         self._client: redis.asyncio.Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry_at = 0.0
+        self._timed_out = False  # the last call ran out of its budget
         self._disposing: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
-        """Create the client (no I/O: connections are made by the first call)."""
-        self._client_for(_running_loop())
+        """Create the client, connect and load the script, so that the first requests
+        pay for neither. Redis being down is no error here: the first call reports it."""
+        client = self._client_for(_running_loop())
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.connect_timeout):
+                await client.script_load(SCRIPT)
 
     async def close(self) -> None:
         """Close the client and its connection pool; a later call opens a new one."""
@@ -158,7 +176,7 @@ class RedisStore:
         """One decision per ``(key, quota)``, all-or-nothing, in one round trip.
 
         Raises:
-            StoreError: Redis failed, did not answer within ``timeout``, failed less
+            StoreError: Redis failed, did not answer within the budgets, failed less
                 than ``cooldown`` seconds ago, or this is not an asyncio event loop.
         """
         if not checks:
@@ -174,17 +192,15 @@ class RedisStore:
         for _, quota in checks:
             args += (quota.interval_us, quota.tolerance_us)
         try:
-            async with asyncio.timeout(self.timeout):
-                reply = await self._run(client, len(checks), args)
+            reply = await self._run(client, len(checks), args)
         except ResponseError as exc:
             self._retry_at = 0.0  # Redis answered: it is up
             raise StoreError(f"Redis refused the rate-limit script: {exc}") from exc
         except Exception as exc:
-            self._fail(client, loop)
-            if isinstance(exc, TimeoutError):
-                raise StoreError(f"Redis did not answer within {self.timeout:g}s") from exc
-            raise StoreError(f"Redis call failed: {exc!r}") from exc
+            self._fail(client, loop, exc)
+            raise StoreError(_failure(exc, self)) from exc
         self._retry_at = 0.0
+        self._timed_out = False
         return [
             Decision(
                 reply[at] == 1,
@@ -196,31 +212,56 @@ class RedisStore:
         ]
 
     async def _run(self, client: redis.asyncio.Redis, count: int, args: list[str | int]) -> Any:
+        pool = client.connection_pool
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                connection = await pool.get_connection()
+        except TimeoutError as exc:
+            raise _ConnectTimeout from exc
+        try:
+            async with asyncio.timeout(self.timeout):  # the command alone
+                return await self._call(connection, count, args)
+        except BaseException:
+            # A reply that was not read to the end would be read by the next command.
+            with contextlib.suppress(Exception):
+                await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+
+    async def _call(self, connection: Any, count: int, args: list[str | int]) -> Any:
         self.round_trips += 1
         try:
-            return await client.evalsha(SCRIPT_SHA, count, *args)
+            await connection.send_command("EVALSHA", SCRIPT_SHA, count, *args)
+            return await connection.read_response()
         except NoScriptError:
             self.round_trips += 1
-            return await client.eval(SCRIPT, count, *args)
+            await connection.send_command("EVAL", SCRIPT, count, *args)
+            return await connection.read_response()
 
     def _client_for(self, loop: asyncio.AbstractEventLoop) -> redis.asyncio.Redis:
         # A client belongs to the loop it was made on (tests run one loop per test).
         if self._client is None or self._loop is not loop:
             pool = redis.asyncio.BlockingConnectionPool.from_url(
                 self.url,
-                # Waiting for a free connection counts against the budget too.
-                timeout=self.timeout,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                # One quick retry replaces a connection Redis closed (a restart).
-                retry=Retry(NoBackoff(), 1),
+                timeout=self.connect_timeout,  # waiting for a free connection
+                socket_connect_timeout=self.connect_timeout,
             )
             self._client = redis.asyncio.Redis.from_pool(pool)
             self._loop = loop
         return self._client
 
-    def _fail(self, client: redis.asyncio.Redis, loop: asyncio.AbstractEventLoop) -> None:
+    def _fail(
+        self, client: redis.asyncio.Redis, loop: asyncio.AbstractEventLoop, exc: Exception
+    ) -> None:
         self.failures += 1
+        timed_out = isinstance(exc, TimeoutError) and not isinstance(exc, _ConnectTimeout)
+        if timed_out and not self._timed_out:
+            # One slow reply: its connection is closed, the pool and the limit stay.
+            self._timed_out = True
+            self._retry_at = 0.0
+            return
+        self._timed_out = False
         self._retry_at = time.monotonic() + self.cooldown
         if self._client is client:
             # Its pool may hold half-read connections: start over with a new client.
@@ -228,6 +269,18 @@ class RedisStore:
             task = loop.create_task(_dispose(client))
             self._disposing.add(task)
             task.add_done_callback(self._disposing.discard)
+
+
+class _ConnectTimeout(TimeoutError):
+    """No connection within ``connect_timeout``."""
+
+
+def _failure(exc: Exception, store: RedisStore) -> str:
+    if isinstance(exc, _ConnectTimeout):
+        return f"no connection to Redis within {store.connect_timeout:g}s"
+    if isinstance(exc, TimeoutError):
+        return f"Redis did not answer within {store.timeout:g}s"
+    return f"Redis call failed: {exc!r}"
 
 
 def _running_loop() -> asyncio.AbstractEventLoop:
