@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Final
 
+import anyio
 import opentelemetry.context
 from opentelemetry.trace import SpanContext, get_current_span
 
@@ -198,6 +199,16 @@ class Exchange(_Outcome):
             self.disconnected = True
             self.gone = exc
             raise
+        except anyio.get_cancelled_exc_class():
+            # Cancelled inside the server's send (a disconnect watcher's task group, under
+            # hypercorn's trio worker): the server took the message and wrote it before
+            # its next checkpoint, where the cancellation landed. What was handed over
+            # counts as sent; a response cut short shows as a send that failed (OSError).
+            self._sent(kind, size, final)
+            raise
+        self._sent(kind, size, final)
+
+    def _sent(self, kind: str, size: int, final: bool) -> None:
         if size:
             self.sent += size  # counted once it is out: bytes actually sent
         if final:
