@@ -116,15 +116,7 @@ SERVERS: Final = (
         "hypercorn-trio",
         "hypercorn",
         _hypercorn("trio"),
-        {
-            "pathsend": NO_PATHSEND,
-            "file": (
-                "delivers http.disconnect while a FileResponse's last body send is pending; "
-                "Starlette (ASGI spec < 2.4) then cancels that send after its bytes went out, "
-                "so the access log line says incomplete_response, 0 bytes (the client gets "
-                "the whole file)"
-            ),
-        },
+        {"pathsend": NO_PATHSEND},
     ),
     ServerSpec(
         "granian",
