@@ -23,6 +23,11 @@ between deciding and acting, what a deadline means:
 * ``COMPLETE`` (the final body has gone out): the deadline no longer applies, so work
   after the body (Starlette background tasks) runs on.
 
+A streamed body (a first chunk sent with ``more_body``) trades ``total`` for the stream
+limits: ``stream_idle`` between two chunks (measured lazily: each chunk only notes the
+time, and a deadline that finds a later chunk is put off until the chunk's own) and
+``stream_total`` for the whole; server-sent events last as long as they keep sending.
+
 Once the middleware answered or aborted, nothing more the app sends reaches the server.
 After cancelling, the middleware gives the app ``cancel_grace`` seconds to unwind; an app
 still running then (a thread cannot be cancelled) is counted and logged as abandoned. The
@@ -41,7 +46,8 @@ from asgikit.paths import PathTable
 from asgikit.scopes import DEADLINE_KEY, TIMEOUT_KEY, derive_scope
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
-from .clock import Abandonments, RequestClock, ResponseState
+from .answers import Abandonments
+from .clock import RequestClock, ResponseState
 from .routes import Limits, build_routes, grace_seconds, make_limits
 from .watch import Watches
 
@@ -61,7 +67,8 @@ class ResponseTimeout(TimeoutError):
     was cut short must not look complete).
 
     Attributes:
-        limit: ``"total"`` or ``"request_body_idle"``.
+        limit: ``"total"``, ``"request_body_idle"``, ``"stream_idle"`` or
+            ``"stream_total"``.
         seconds: The limit that passed, in seconds.
     """
 
@@ -101,14 +108,23 @@ class TimeoutMiddleware:
         app: The ASGI app to wrap.
         total: Seconds for the whole response, or None. Before the response starts, the
             client gets ``status_code`` at the deadline; after, the exchange is aborted.
+            A streamed body (one sent in several chunks: server-sent events, a download)
+            is not bounded by ``total`` once its first chunk went out, but by
+            ``stream_idle`` and ``stream_total``.
         first_byte: Seconds until ``http.response.start``, or None; once the response
             started it runs free (streaming). Must be shorter than ``total``.
         request_body_idle: Seconds the app may wait for the next request-body bytes, or
             None; past it the client gets 408 (with ``connection: close`` on HTTP/1).
+        stream_idle: Seconds a streamed body may go without a chunk from the app, or
+            None; past it the exchange is aborted. A chunk the client is slow to take
+            does not count as idle.
+        stream_total: Seconds for the whole of a streamed response, from the request's
+            start, or None (the default: a stream may last as long as it keeps sending).
         status_code: The status of the middleware's answer: 504 (default) or 503.
         exclude_paths: Path prefixes (whole segments) the middleware leaves alone.
         routes: Per path prefix (whole segments, longest wins), overrides of ``total``,
-            ``first_byte``, ``request_body_idle`` and ``status_code``.
+            ``first_byte``, ``request_body_idle``, ``stream_idle``, ``stream_total`` and
+            ``status_code``.
         cancel_grace: Seconds the app gets to unwind after it was cancelled before it is
             counted and logged as abandoned (``abandoned``).
 
@@ -127,6 +143,8 @@ class TimeoutMiddleware:
         total: float | None = 30.0,
         first_byte: float | None = None,
         request_body_idle: float | None = None,
+        stream_idle: float | None = 60.0,
+        stream_total: float | None = None,
         status_code: int = 504,
         exclude_paths: str | Iterable[str] = (),
         routes: Mapping[str, Mapping[str, Any]] | None = None,
@@ -136,6 +154,8 @@ class TimeoutMiddleware:
             "total": total,
             "first_byte": first_byte,
             "request_body_idle": request_body_idle,
+            "stream_idle": stream_idle,
+            "stream_total": stream_total,
             "status_code": status_code,
         }
         self._default = make_limits(defaults)

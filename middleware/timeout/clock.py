@@ -2,8 +2,7 @@
 
 ``RequestClock`` is shared by the app's ``send`` and ``receive`` (in the caller's task)
 and by whatever keeps the deadline: the watchdog task on trio, the loop's watch
-(``watch.py``) on asyncio. ``Abandonments`` counts and logs the apps that did not unwind
-within the cancel grace.
+(``watch.py``) on asyncio.
 """
 
 from __future__ import annotations
@@ -11,24 +10,21 @@ from __future__ import annotations
 import contextvars
 import enum
 from collections import OrderedDict
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
-import structlog
 
 from asgikit.types import Message, Receive, Scope, Send
 
+from .answers import Abandonments, answer_messages
 from .routes import Limit, Limits
 from .watch import LoopWatch, Watched, later, spawn
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Abandonments", "RequestClock", "ResponseState"]
-
-_log = structlog.get_logger("asgikit.timeout")
+__all__ = ["RequestClock", "ResponseState"]
 
 
 class ResponseState(enum.Enum):
@@ -50,60 +46,6 @@ def _ends_response(message: Message, trailers: bool) -> bool:
     return False
 
 
-def _answer_messages(status: int, http_version: str) -> tuple[Message, Message]:
-    """The middleware's own response: the status's phrase as plain text."""
-    try:
-        body = HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        body = b"Timeout"
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode("ascii")),
-    ]
-    if status == 408 and http_version in ("1.0", "1.1"):
-        # A client that stalls an upload does not get to reuse the connection. Not on
-        # HTTP/2 and 3, where connection-specific fields are malformed.
-        headers.append((b"connection", b"close"))
-    start = {"type": "http.response.start", "status": status, "headers": headers}
-    return start, {"type": "http.response.body", "body": body}
-
-
-class Abandonments:
-    """The apps that did not unwind within ``cancel_grace`` after a deadline: counted,
-    logged when abandoned and again when they return."""
-
-    __slots__ = ("cancel_grace", "count", "running")
-
-    def __init__(self, cancel_grace: float) -> None:
-        self.cancel_grace = cancel_grace
-        self.count = 0
-        self.running = 0
-
-    def abandon(self, clock: RequestClock, limit: Limit) -> None:
-        clock.abandoned = True
-        clock.info["abandoned"] = True
-        self.count += 1
-        self.running += 1
-        _log.warning(
-            "abandoned after deadline",
-            limit=limit.value,
-            method=clock.scope.get("method"),
-            path=clock.scope.get("path"),
-            cancel_grace=self.cancel_grace,
-            abandoned_running=self.running,
-        )
-
-    def returned(self, clock: RequestClock) -> None:
-        self.running -= 1
-        _log.info(
-            "abandoned request returned",
-            method=clock.scope.get("method"),
-            path=clock.scope.get("path"),
-            duration=round(anyio.current_time() - clock.start_time, 6),
-            abandoned_running=self.running,
-        )
-
-
 class RequestClock:
     """One request: its deadlines and response state, shared by the app's ``send`` and
     ``receive`` (in the caller's task) and the watchdog (in its own task) or the loop's
@@ -117,6 +59,7 @@ class RequestClock:
         "app_error",
         "body_done",
         "cancel_scope",
+        "chunk_at",
         "context",
         "downstream",
         "error",
@@ -126,13 +69,16 @@ class RequestClock:
         "info",
         "late",
         "limits",
+        "loop_watch",
         "pending",
         "queue",
         "scope",
+        "sending",
         "settled",
         "start_time",
         "started",
         "state",
+        "streaming",
         "total_at",
         "trailers",
         "upstream",
@@ -183,6 +129,11 @@ class RequestClock:
         self.answering: asyncio.Task[None] | None = None
         self.late: list[Watched | None] | None = None  # its entry on the watch's heap
         self.context: contextvars.Context | None = None  # the request's, for the answer
+        self.loop_watch: LoopWatch | None = None  # the watch, to re-arm when a stream begins
+        # A streamed body: whether it began, when the app last sent a chunk, and whether a
+        # chunk is on its way (a client slow to take it does not make the app idle).
+        self.streaming = self.sending = False
+        self.chunk_at = now
 
     @property
     def deadline(self) -> float | None:
@@ -211,12 +162,51 @@ class RequestClock:
                     self.unwatch()
                 if self.settled is not None:
                     self.settled.set()
+            elif message["type"] == "http.response.body" and message.get("more_body", False):
+                await self._send_chunk(message)
+                return
         elif state is not ResponseState.COMPLETE:
             # Answered or aborted: nothing of the app's reaches the server. The
             # checkpoint re-delivers the cancellation to an app that swallowed it.
             await anyio.lowlevel.checkpoint()
             return
         await self.downstream(message)
+
+    async def _send_chunk(self, message: Message) -> None:
+        """A chunk of a streamed body: the stream limits replace ``total`` at the first."""
+        if not self.streaming:
+            self._stream_begins()
+        self.sending = True
+        try:
+            await self.downstream(message)
+        finally:
+            self.sending = False
+            self.chunk_at = anyio.current_time()
+
+    def _stream_begins(self) -> None:
+        self.streaming = True
+        self.chunk_at = anyio.current_time()
+        if self.loop_watch is not None:  # asyncio: from total's deadline to the stream's
+            if self.watching:
+                self.unwatch()
+            self._arm_stream(self.loop_watch, self.chunk_at)
+        elif self.settled is not None:  # trio: the watchdog waits on total: wake it
+            self.settled.set()
+
+    def stream_deadline(self, now: float) -> tuple[float, Limit] | None:
+        """The stream's next deadline and its limit, or None when it has none.
+
+        A chunk on its way puts ``stream_idle`` off by a whole period from *now*.
+        """
+        limits = self.limits
+        found: tuple[float, Limit] | None = None
+        if limits.stream_total is not None:
+            found = (self.start_time + limits.stream_total, Limit.STREAM_TOTAL)
+        if limits.stream_idle is not None:
+            idle_at = (now if self.sending else self.chunk_at) + limits.stream_idle
+            if found is None or idle_at < found[0]:
+                found = (idle_at, Limit.STREAM_IDLE)
+        return found
 
     async def receive(self) -> Message:
         """``receive`` with the ``request_body_idle`` limit, until the body is complete."""
@@ -278,7 +268,7 @@ class RequestClock:
         self.info.update({"error.type": "timeout", "limit": limit.value, "status": status})
 
     async def send_answer(self, status: int) -> None:
-        start, body = _answer_messages(status, self.scope.get("http_version", "1.1"))
+        start, body = answer_messages(status, self.scope.get("http_version", "1.1"))
         try:
             await self.downstream(start)
             await self.downstream(body)
@@ -303,23 +293,38 @@ class RequestClock:
             if self._waiting():
                 await self.answer(Limit.FIRST_BYTE, self.limits.status_code)
                 return Limit.FIRST_BYTE
-        if self.total_at is None:
-            return None
-        if not self.app_done and self.state in (ResponseState.WAITING, ResponseState.STREAMING):
+        while not self.app_done and self.state in (ResponseState.WAITING, ResponseState.STREAMING):
+            if self.streaming:
+                deadline = self.stream_deadline(anyio.current_time())
+            else:
+                deadline = None if self.total_at is None else (self.total_at, Limit.TOTAL)
+            # Set when the response completes, the app returns, or a stream begins.
             self.settled = settled = anyio.Event()
-            with anyio.move_on_at(self.total_at):
+            if deadline is None:
                 await settled.wait()
-        if self.app_done:
-            return None
-        if self.state is ResponseState.WAITING:
-            await self.answer(Limit.TOTAL, self.limits.status_code)
-            return Limit.TOTAL
-        if self.state is ResponseState.STREAMING:
-            self.abort(Limit.TOTAL)
-            return Limit.TOTAL
+                continue
+            with anyio.move_on_at(deadline[0]):
+                await settled.wait()
+            if settled.is_set() or self.app_done:
+                continue
+            limit = deadline[1]
+            if limit is Limit.STREAM_IDLE and self._stream_alive(anyio.current_time()):
+                continue  # a chunk came since: its own deadline is later
+            if self.state is ResponseState.WAITING:
+                await self.answer(limit, self.limits.status_code)
+                return limit
+            if self.state is ResponseState.STREAMING:
+                self.abort(limit)
+                return limit
         # COMPLETE: work after the final body is not bounded by the deadline. (ANSWERED
         # or ABORTED: the idle limit acted first and cancelled this task.)
         return None
+
+    def _stream_alive(self, now: float) -> bool:
+        """Whether the stream sent a chunk (or is sending one) within ``stream_idle``."""
+        idle = self.limits.stream_idle
+        assert idle is not None
+        return self.sending or now < self.chunk_at + idle
 
     def _waiting(self) -> bool:
         """No response start has gone out and the app is still running."""
@@ -341,17 +346,25 @@ class RequestClock:
 
     def watch(self, watch: LoopWatch) -> None:
         """Have the loop's watch act on the first deadline that applies."""
-        self.watching = True
         self.context = contextvars.copy_context()
+        self.loop_watch = watch
         limits = self.limits
         if limits.first_byte is not None and self.first_byte_at is not None:
+            self.watching = True
             self.pending = Limit.FIRST_BYTE
             watch.add(self, limits.first_byte, self.first_byte_at)
-        else:  # a watched limits has first_byte or total
-            assert limits.total is not None
-            assert self.total_at is not None
+        elif limits.total is not None and self.total_at is not None:
+            self.watching = True
             self.pending = Limit.TOTAL
             watch.add(self, limits.total, self.total_at)
+        # else: only stream limits, armed when a stream begins
+
+    def _arm_stream(self, watch: LoopWatch, now: float) -> None:
+        deadline = self.stream_deadline(now)
+        if deadline is not None:
+            self.watching = True
+            self.pending = deadline[1]
+            self.late = watch.add_late(self, deadline[0])
 
     def unwatch(self) -> None:
         self.watching = False
@@ -373,8 +386,17 @@ class RequestClock:
             self.answered(self.pending, status)
             assert self.context is not None
             self.answering = spawn(watch, self._deliver(watch, self.pending, status), self.context)
+        elif self.streaming:
+            pending = self.pending
+            if pending is Limit.FIRST_BYTE or (
+                pending is Limit.STREAM_IDLE and self._stream_alive(now)
+            ):
+                self._arm_stream(watch, now)  # not idle: re-armed for the stream's deadline
+            else:
+                self.abort(pending)
+                self._cancel(watch, pending)
         elif self.pending is Limit.FIRST_BYTE:
-            # Started in time: the stream runs free, bounded by total alone.
+            # Started in time: the response runs on, bounded by total (until it streams).
             if self.total_at is not None:
                 self.pending = Limit.TOTAL
                 self.watching = True

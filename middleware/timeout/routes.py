@@ -12,7 +12,9 @@ from asgikit.paths import path_pattern
 
 __all__ = ["OVERRIDABLE", "Limit", "Limits", "build_routes", "grace_seconds", "make_limits"]
 
-OVERRIDABLE = frozenset({"total", "first_byte", "request_body_idle", "status_code"})
+OVERRIDABLE = frozenset(
+    {"total", "first_byte", "request_body_idle", "stream_idle", "stream_total", "status_code"}
+)
 """The options a ``routes`` entry may override."""
 
 
@@ -22,6 +24,8 @@ class Limit(enum.Enum):
     TOTAL = "total"
     FIRST_BYTE = "first_byte"
     REQUEST_BODY_IDLE = "request_body_idle"
+    STREAM_IDLE = "stream_idle"
+    STREAM_TOTAL = "stream_total"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,23 +36,33 @@ class Limits:
     first_byte: float | None
     request_body_idle: float | None
     status_code: int
+    stream_idle: float | None = None
+    stream_total: float | None = None
 
     @property
     def watched(self) -> bool:
         """Whether a deadline needs a watchdog (``request_body_idle`` alone does not)."""
-        return self.total is not None or self.first_byte is not None
+        return (
+            self.total is not None
+            or self.first_byte is not None
+            or self.stream_idle is not None
+            or self.stream_total is not None
+        )
+
+    @property
+    def streams_watched(self) -> bool:
+        """Whether a streamed body has a limit of its own."""
+        return self.stream_idle is not None or self.stream_total is not None
 
     def seconds(self, limit: Limit) -> float | None:
         """The length of ``limit`` in this limits."""
-        if limit is Limit.TOTAL:
-            return self.total
-        if limit is Limit.FIRST_BYTE:
-            return self.first_byte
-        return self.request_body_idle
+        seconds: float | None = getattr(self, limit.value)
+        return seconds
 
 
 def make_limits(options: Mapping[str, Any], where: str = "") -> Limits | None:
-    """Validate ``total``, ``first_byte``, ``request_body_idle`` and ``status_code``.
+    """Validate ``total``, ``first_byte``, ``request_body_idle``, ``stream_idle``,
+    ``stream_total`` and ``status_code``.
 
     Returns None when no limit is set at all (the middleware then steps aside).
     ``where`` names the routes entry in error messages.
@@ -56,6 +70,8 @@ def make_limits(options: Mapping[str, Any], where: str = "") -> Limits | None:
     total = positive_seconds(options["total"], f"total{where}")
     first_byte = positive_seconds(options["first_byte"], f"first_byte{where}")
     idle = positive_seconds(options["request_body_idle"], f"request_body_idle{where}")
+    stream_idle = positive_seconds(options["stream_idle"], f"stream_idle{where}")
+    stream_total = positive_seconds(options["stream_total"], f"stream_total{where}")
     status = options["status_code"]
     if isinstance(status, bool) or not isinstance(status, int) or not 500 <= status <= 599:
         raise ValueError(f"status_code{where} must be a 5xx status (504 or 503): {status!r}")
@@ -64,9 +80,9 @@ def make_limits(options: Mapping[str, Any], where: str = "") -> Limits | None:
             f"first_byte{where} ({first_byte:g} s) must be shorter than total ({total:g} s); "
             "a longer first_byte could never fire"
         )
-    if total is None and first_byte is None and idle is None:
+    if all(limit is None for limit in (total, first_byte, idle, stream_idle, stream_total)):
         return None
-    return Limits(total, first_byte, idle, status)
+    return Limits(total, first_byte, idle, status, stream_idle, stream_total)
 
 
 def grace_seconds(value: Any) -> float:

@@ -440,27 +440,39 @@ async def test_a_server_error_while_answering_is_raised_unwrapped() -> None:
 # total: the deadline passes after the response started
 
 
-async def test_a_stalled_response_is_aborted_never_completed() -> None:
+@pytest.mark.parametrize(
+    ("chunk", "options", "limit"),
+    [
+        ([], {"total": SHORT}, "total"),  # started, no body yet: total still applies
+        ([b"part"], {"total": LONG, "stream_idle": SHORT}, "stream_idle"),  # a stream
+        ([b"part"], {"total": None, "stream_total": SHORT}, "stream_total"),
+    ],
+    ids=["total", "stream_idle", "stream_total"],
+)
+async def test_a_stalled_response_is_aborted_never_completed(
+    chunk: list[bytes], options: dict[str, Any], limit: str
+) -> None:
     events: list[str] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send(START)
-        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        for body in chunk:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
         await sleeping_app(events)(scope, receive, send)
 
     outcome: dict[str, Any] = {}
     response = await request(
-        checked(app, total=SHORT),
+        checked(app, **options),
         scope=http_scope(**{INFO_SCOPE_KEY: outcome}),
         raise_app_exceptions=False,
     )
     assert isinstance(response.exception, ResponseTimeout)
     assert isinstance(response.exception, TimeoutError)
-    assert response.exception.limit == "total" and response.exception.seconds == SHORT
-    assert response.message_types == ["http.response.start", "http.response.body"]
+    assert response.exception.limit == limit and response.exception.seconds == SHORT
+    assert response.message_types == ["http.response.start"] + ["http.response.body"] * len(chunk)
     assert not response.complete
     assert events == ["app cancelled"]
-    assert outcome == {"error.type": "timeout", "limit": "total", "status": None}
+    assert outcome == {"error.type": "timeout", "limit": limit, "status": None}
 
 
 async def test_an_aborted_app_that_swallows_cancellation_cannot_complete_the_body() -> None:
@@ -475,7 +487,7 @@ async def test_an_aborted_app_that_swallows_cancellation_cannot_complete_the_bod
             await send({"type": "http.response.body", "body": b"rest"})
 
     with pytest.raises(ResponseTimeout):
-        await request(checked(app, total=SHORT))
+        await request(checked(app, stream_idle=SHORT))
 
 
 async def test_a_start_still_on_its_way_to_the_server_counts_as_started() -> None:
@@ -562,6 +574,55 @@ async def test_first_byte_answers_a_slow_start() -> None:
     assert outcome["limit"] == "first_byte"
 
 
+def ticking_app(ticks: int, every: float) -> ASGIApp:
+    """A stream of *ticks* chunks, one every *every* seconds, then the end."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(START)
+        for n in range(ticks):
+            await anyio.sleep(every)
+            await send({"type": "http.response.body", "body": b"%d\n" % n, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+async def test_the_default_total_does_not_cut_a_stream_that_keeps_sending() -> None:
+    # Eight periods of the idle limit, and four times total: a chunk every third of the
+    # idle limit keeps it alive (the deadline, re-armed lazily, finds a later chunk).
+    app = ticking_app(12, SHORT / 3)
+    response = await request(checked(app, total=SHORT, stream_idle=SHORT))
+    assert response.status == 200 and response.complete
+    assert response.body == b"".join(b"%d\n" % n for n in range(12))
+
+
+async def test_a_client_slow_to_take_a_chunk_does_not_make_the_stream_idle() -> None:
+    inner = checked(ticking_app(3, 0), stream_idle=SHORT)
+
+    async def slow_client(scope: Scope, receive: Receive, send: Send) -> None:
+        async def slow_send(message: Message) -> None:
+            if message.get("more_body"):
+                await anyio.sleep(SHORT * 2)  # the transport's buffer is full
+            await send(message)
+
+        await inner(scope, receive, slow_send)
+
+    response = await request(slow_client)
+    assert response.status == 200 and response.complete
+
+
+async def test_a_route_can_free_its_streams_and_another_bound_them() -> None:
+    routes = {"/events": {"stream_idle": None}, "/downloads": {"stream_total": SHORT}}
+    app = checked(ticking_app(4, SHORT), stream_idle=SHORT / 2, routes=routes)
+    assert (await request(app, "GET", "/events")).complete  # gaps of SHORT: free here
+    with pytest.raises(ResponseTimeout) as idle:
+        await request(app, "GET", "/elsewhere")
+    assert idle.value.limit == "stream_idle"
+    with pytest.raises(ResponseTimeout) as whole:
+        await request(app, "GET", "/downloads")
+    assert whole.value.limit == "stream_total"  # from the request's start: due at once
+
+
 async def test_sse_runs_free_under_first_byte() -> None:
     async def ticks() -> AsyncIterator[str]:
         for n in range(5):
@@ -578,9 +639,15 @@ async def test_sse_runs_free_under_first_byte() -> None:
     assert anyio.current_time() - begin > SHORT  # streamed past the first-byte deadline
     assert response.status == 200 and response.complete
     assert response.text == "".join(f"data: {n}\n\n" for n in range(5))
-    # The same stream under a total deadline is cut off, and says so.
-    with pytest.raises(ResponseTimeout):
-        await request(checked(app, total=SHORT), "GET", "/events")
+    # Under a total deadline shorter than the stream, the stream runs on too: once it
+    # began, total no longer applies (its chunks keep it within stream_idle).
+    response = await request(checked(app, total=SHORT), "GET", "/events")
+    assert response.status == 200 and response.complete
+    # Bounded as a stream: as a whole, or between two chunks. Either cuts it off.
+    for limits in ({"stream_total": SHORT}, {"stream_idle": SHORT / 5}):
+        with pytest.raises(ResponseTimeout) as aborted:
+            await request(checked(app, **limits), "GET", "/events")
+        assert aborted.value.limit == next(iter(limits))
 
 
 async def test_first_byte_then_total_bound_a_stalled_stream() -> None:
@@ -723,7 +790,7 @@ async def test_an_excluded_path_gets_no_deadline_and_no_wrapper() -> None:
 
 async def test_no_limit_at_all_means_no_wrapper() -> None:
     seen: list[Scope] = []
-    await request(checked(fast_app(seen), total=None))
+    await request(checked(fast_app(seen), total=None, stream_idle=None))
     assert INFO_SCOPE_KEY not in seen[0]
 
 
@@ -844,20 +911,40 @@ async def test_exclude_paths_may_be_a_comma_separated_str() -> None:
 
 
 def test_limits_give_the_length_of_each_limit() -> None:
-    policy = Limits(1.0, 2.0, 3.0, 504)
-    assert [policy.seconds(limit) for limit in Limit] == [1.0, 2.0, 3.0]
-    assert [limit.value for limit in Limit] == ["total", "first_byte", "request_body_idle"]
+    policy = Limits(1.0, 2.0, 3.0, 504, 4.0, 5.0)
+    assert [policy.seconds(limit) for limit in Limit] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert [limit.value for limit in Limit] == [
+        "total",
+        "first_byte",
+        "request_body_idle",
+        "stream_idle",
+        "stream_total",
+    ]
 
 
 def test_make_limits_without_any_limit_is_none() -> None:
-    options = {"total": None, "first_byte": None, "request_body_idle": None, "status_code": 504}
+    options = {
+        "total": None,
+        "first_byte": None,
+        "request_body_idle": None,
+        "stream_idle": None,
+        "stream_total": None,
+        "status_code": 504,
+    }
     assert make_limits(options) is None
     assert make_limits({**options, "first_byte": 2}) == Limits(None, 2.0, None, 504)
 
 
 def test_routes_and_exclusions_match_whole_segments_longest_first() -> None:
     a, b, root = (Limits(float(n), None, None, 504) for n in (1, 2, 3))
-    defaults = {"total": 9, "first_byte": None, "request_body_idle": None, "status_code": 504}
+    defaults = {
+        "total": 9,
+        "first_byte": None,
+        "request_body_idle": None,
+        "stream_idle": None,
+        "stream_total": None,
+        "status_code": 504,
+    }
     entries = build_routes(defaults, {"/api/": {"total": 1}, "/api/v2": {"total": 2}}, ["/x"])
     table = PathTable(entries, None)
     assert table.match("/api") == a
