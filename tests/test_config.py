@@ -18,7 +18,6 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import asgikit.config.loader as loader_module
 import asgikit.config.observability as observability_module
 from asgikit.config import (
     CONFIG_ENV,
@@ -1390,16 +1389,26 @@ def test_telemetry_mistakes_are_reported_at_their_lines(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("protocol", "module", "extra"),
+    [
+        (None, "opentelemetry.exporter.otlp.proto.http", "otlp"),
+        ("grpc", "opentelemetry.exporter.otlp.proto.grpc", "otlp-grpc"),
+    ],
+)
 def test_an_exporter_whose_extra_is_missing_fails_at_load(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protocol: str | None, module: str, extra: str
 ) -> None:
-    monkeypatch.setitem(
-        loader_module._EXPORTER_EXTRAS, "otlp", ("no_such_exporter_module_for_test", "otlp")
-    )
+    monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
+    if protocol is None:
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", raising=False)
     text = 'app = "x:y"\n\n[telemetry]\ntraces = "otlp"\n'
     assert problems(tmp_path, text) == [
-        "4:1: error: telemetry.traces: traces = 'otlp' needs the otlp extra: "
-        "pip install 'asgikit[otlp]'"
+        f"4:1: error: telemetry.traces: traces = 'otlp' needs the {extra} extra: "
+        f"pip install 'asgikit[{extra}]'"
     ]
 
 

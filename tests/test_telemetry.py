@@ -180,19 +180,20 @@ def test_bad_environment_values_name_the_option_and_the_variable(
 @pytest.mark.parametrize(
     ("variables", "error"),
     [
-        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "traces: OTEL_EXPORTER_OTLP_PROTOCOL='grpc'"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "traces: OTEL_EXPORTER_OTLP_PROTOCOL="),
         ({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, "traces: OTEL_EXPORTER_OTLP_TRA"),
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, None),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, None),
         (
             {
-                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
             },
             None,
         ),
     ],
 )
-def test_otlp_protocol_must_be_http_protobuf(
+def test_otlp_protocol_is_grpc_or_http_protobuf(
     made: list[Telemetry],
     monkeypatch: pytest.MonkeyPatch,
     variables: dict[str, str],
@@ -242,6 +243,22 @@ def test_sampler_options_win_over_the_variables(
     assert recorded_spans({"sampler": "always_off"}, made, 3) == 0
     assert recorded_spans({"sampler_ratio": 0.0}, made, 20) == 0
     assert recorded_spans({"sampler_ratio": 1}, made, 20) == 20
+
+
+def test_a_ratio_sampler_without_a_ratio_reads_the_ratio_variable(
+    made: list[Telemetry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")  # the option names the sampler
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    sampler = local(made, sampler="traceidratio").tracer_provider.sampler
+    assert isinstance(sampler, sdk_sampling.TraceIdRatioBased)
+    assert sampler.rate == 0.25
+    sampler = local(made, sampler="traceidratio", sampler_ratio=0.5).tracer_provider.sampler
+    assert "{0.5}" in sampler.get_description()
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "half")
+    with pytest.raises(ValueError, match=r"^sampler_ratio: OTEL_TRACES_SAMPLER_ARG='half' is"):
+        configure(set_global=False, sampler="parentbased_traceidratio")
+    assert "AlwaysOn" in local(made, sampler="always_on").tracer_provider.sampler.get_description()
 
 
 @pytest.mark.parametrize(
@@ -866,7 +883,12 @@ def test_shutdown_flushes_metrics_even_when_the_span_side_fails() -> None:
 
     telemetry.tracer_provider.shutdown = failing  # type: ignore[method-assign]
     meter_shutdown = telemetry.meter_provider.shutdown
-    telemetry.meter_provider.shutdown = lambda: (calls.append("meter"), meter_shutdown())[1]  # type: ignore[method-assign]
+
+    def meter(**options: Any) -> None:
+        calls.append("meter")
+        meter_shutdown(**options)
+
+    telemetry.meter_provider.shutdown = meter  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="exporter broke"):
         telemetry.shutdown()
-    assert calls == ["tracer", "meter"]
+    assert sorted(calls) == ["meter", "tracer"]  # both at once

@@ -39,9 +39,11 @@ __all__ = ["Loader"]
 
 _EXPORTER_EXTRAS: Final = {
     "otlp": ("opentelemetry.exporter.otlp.proto.http", "otlp"),
+    "otlp-grpc": ("opentelemetry.exporter.otlp.proto.grpc", "otlp-grpc"),
     "prometheus": ("opentelemetry.exporter.prometheus", "prometheus"),
 }
-"""The module each exporter needs, and the extra that installs it."""
+"""The module each exporter needs, and the extra that installs it ("otlp" over gRPC
+needs "otlp-grpc")."""
 
 _APP_KEYS: Final = ("app", "factory", "app_dir", "wsgi")
 
@@ -148,7 +150,17 @@ class Loader:
                 "config file use the global ones, so they would make no spans or metrics",
             )
         for key in ("traces", "metrics"):
-            extra = _EXPORTER_EXTRAS.get(arguments.get(key, ""))
+            exporter = arguments.get(key, "")
+            if exporter == "otlp":
+                from asgikit.telemetry.exporters import otlp_protocol  # the SDK, on use
+
+                try:
+                    protocol = otlp_protocol(key, arguments.get("protocol"))
+                except ValueError as exc:
+                    self.source.error(("telemetry", key), str(exc))
+                    continue
+                exporter = "otlp-grpc" if protocol == "grpc" else "otlp"
+            extra = _EXPORTER_EXTRAS.get(exporter)
             if extra is not None and importlib.util.find_spec(extra[0]) is None:
                 self.source.error(
                     ("telemetry", key),

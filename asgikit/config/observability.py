@@ -22,6 +22,7 @@ from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "SERVER_ACCESS_LOGGERS",
+    "claim_console",
     "configure_logging",
     "configure_telemetry",
     "logging_options",
@@ -33,7 +34,12 @@ __all__ = [
 
 _log = logging.getLogger("asgikit.telemetry")
 
-SERVER_ACCESS_LOGGERS: Final = ("uvicorn.access", "hypercorn.access", "granian.access")
+SERVER_ACCESS_LOGGERS: Final = (
+    "uvicorn.access",
+    "hypercorn.access",
+    "granian.access",
+    "gunicorn.access",
+)
 """The stdlib loggers through which servers write an access line of their own."""
 
 _SHUTDOWN_ANSWERS: Final = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})
@@ -64,12 +70,23 @@ def telemetry_options() -> Options:
 
 def configure_telemetry(config: Config) -> Any:
     """Call ``asgikit.telemetry.configure(**config.telemetry)`` when the file has a
-    ``[telemetry]`` table; its ``Telemetry`` (to shut down at exit), or None."""
+    ``[telemetry]`` table; its ``Telemetry`` (to shut down at exit), or None.
+
+    A value that is only a ``${NAME:-default}`` fallback gives way to its standard
+    ``OTEL_*`` variable when that is set (``asgikit.telemetry.precedence``).
+    """
     if config.telemetry is None:
         return None
     from asgikit.telemetry import configure
+    from asgikit.telemetry.precedence import prefer_variables
 
-    return configure(**config.telemetry)
+    source = config._source  # what the loader knew: which values were fallbacks
+    defaulted = (
+        {path[1:] for path in source.defaulted if path[:1] == ("telemetry",)}
+        if source is not None
+        else set()
+    )
+    return configure(**prefer_variables(config.telemetry, defaulted))
 
 
 def configure_logging(config: Config) -> bool:
@@ -95,14 +112,54 @@ def logs_access(config: Config) -> bool:
     return False
 
 
+class _WebSocketLines(logging.Filter):
+    """uvicorn's websocket access lines, which it writes through ``uvicorn.error`` (its
+    access-log flag does not cover them), and the websockets library's "connection open"
+    and "connection closed", which uvicorn has it write there too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg in _UVICORN_WEBSOCKET_LINES)
+
+
+_UVICORN_WEBSOCKET_LINES: Final = frozenset(
+    {
+        '%s - "WebSocket %s" [accepted]',
+        '%s - "WebSocket %s" 403',
+        '%s - "WebSocket %s" %d',
+        "connection open",
+        "connection closed",
+        "connection rejected (%d %s)",
+        "HTTP response sent (%d %s)",
+    }
+)
+_WEBSOCKET_LINES: Final = _WebSocketLines()
+
+
 def silence_server_access_logs() -> None:
     """Drop the servers' own access lines: asgikit's access log writes one per request.
 
     For a server started by hand (``uvicorn --factory asgikit:app_from_env``), whose
-    access-log flag asgikit cannot set: the loggers it writes them through are disabled.
+    access-log flag asgikit cannot set: the loggers it writes them through are disabled,
+    and uvicorn's websocket lines (written through ``uvicorn.error``) are filtered out.
     """
     for name in SERVER_ACCESS_LOGGERS:
         logging.getLogger(name).disabled = True
+    logging.getLogger("uvicorn.error").addFilter(_WEBSOCKET_LINES)  # once, however often
+
+
+def claim_console() -> None:
+    """Once the app is built: asgikit's logging handler is again the only one writing
+    to stdout and stderr (``asgikit.logging.claim_console``).
+
+    Frameworks may set logging up when their app is created (Litestar's default
+    ``logging_config`` puts a handler of its own on the root logger, Django's
+    ``DEFAULT_LOGGING`` one on ``django``): without this, every line they route would
+    be written twice. Does nothing unless asgikit configured ``logging``.
+    """
+    if _logging_module_exists():
+        claim = getattr(importlib.import_module("asgikit.logging"), "claim_console", None)
+        if callable(claim):
+            claim()
 
 
 def shut_down_after_lifespan(app: ASGIApp, shutdown: Callable[[], object]) -> ASGIApp:

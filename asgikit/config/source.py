@@ -2,7 +2,9 @@
 
 ``Source`` holds the key positions (found by ``asgikit.config.parse``) so that every
 issue names its line and column. Values substituted from the environment are
-remembered, so no message ever echoes them.
+remembered, so no message ever echoes them, and so are values that are only a
+``${NAME:-default}`` fallback (``Source.defaulted``), which the standard variables of
+``[telemetry]`` may override.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ class Source:
         self.positions = positions
         self.secrets: set[str] = set()
         self.substituted: set[ConfigPath] = set()
+        self.defaulted: set[ConfigPath] = set()
+        """Strings made only of ``${NAME:-default}`` fallbacks (every NAME unset or empty)."""
         self.shown: dict[ConfigPath, str] = {}
         self.issues: list[Issue] = []
         self.warnings: list[Issue] = []
@@ -155,6 +159,8 @@ def substitute(value: Any, path: ConfigPath, environ: Mapping[str, str], source:
         return value  # reported, and marked as failed
     if substitution.substituted:
         source.substituted.add(path)
+        if not substitution.from_env and not substitution.literal:
+            source.defaulted.add(path)
     if substitution.from_env:
         if result:
             source.secrets.add(result)
@@ -174,10 +180,16 @@ class _Substitution:
         self.shown: list[str] = []
         self.from_env = False
         self.substituted = False
+        self.literal = False  # text written in the file, outside any ${...}
 
     def add(self, text: str, shown: str | None = None) -> None:
         self.out.append(text)
         self.shown.append(text if shown is None else shown)
+
+    def add_literal(self, text: str, shown: str | None = None) -> None:
+        if text:
+            self.literal = True
+            self.add(text, shown)
 
     def fail(self, message: str) -> None:
         self.source.error(self.path, message)
@@ -187,19 +199,19 @@ class _Substitution:
         """``text`` substituted, or None when a reference in it is wrong (reported)."""
         i = 0
         while (j := text.find("$", i)) >= 0:
-            self.add(text[i:j])
+            self.add_literal(text[i:j])
             if text.startswith("$${", j):
-                self.add("${", "$${")
+                self.add_literal("${", "$${")
                 i = j + 3
             elif not text.startswith("${", j):
-                self.add("$")
+                self.add_literal("$")
                 i = j + 1
             else:
                 after = self.reference(text, j)
                 if after is None:
                     return None
                 i = after
-        self.add(text[i:])
+        self.add_literal(text[i:])
         return "".join(self.out)
 
     def reference(self, text: str, start: int) -> int | None:

@@ -43,22 +43,49 @@ class ServerError(Exception):
 
 
 class ServerSettings(Protocol):
-    """The common settings (``asgikit.config.ServerConfig`` has them)."""
+    """The common settings (``asgikit.config.ServerConfig`` has them), read only."""
 
-    host: str
-    port: int
-    uds: str | None
-    fd: int | None
-    workers: int
-    reload: bool
-    log_level: str
-    root_path: str
-    ssl_certfile: str | None
-    ssl_keyfile: str | None
-    timeout_graceful_shutdown: float | None
-    timeout_keep_alive: float | None
-    limit_concurrency: int | None
-    options: Mapping[str, Any]
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def uds(self) -> str | None: ...
+
+    @property
+    def fd(self) -> int | None: ...
+
+    @property
+    def workers(self) -> int: ...
+
+    @property
+    def reload(self) -> bool: ...
+
+    @property
+    def log_level(self) -> str: ...
+
+    @property
+    def root_path(self) -> str: ...
+
+    @property
+    def ssl_certfile(self) -> str | None: ...
+
+    @property
+    def ssl_keyfile(self) -> str | None: ...
+
+    @property
+    def timeout_graceful_shutdown(self) -> float | None: ...
+
+    @property
+    def timeout_keep_alive(self) -> float | None: ...
+
+    @property
+    def limit_concurrency(self) -> int | None: ...
+
+    @property
+    def options(self) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,13 +2,14 @@
 
 ``configure()`` is called once at start-up (``asgikit serve`` calls it from the config
 file's ``[telemetry]`` table). It builds a ``TracerProvider`` and a ``MeterProvider``
-with the exporters asked for (console for development, OTLP for production, Prometheus
-for scraping), installs them as the global providers, and returns a ``Telemetry`` whose
-``shutdown()`` flushes what is pending. ``TracingMiddleware`` then finds the providers
-through the OpenTelemetry API. Options left at None fall back to the standard
-environment variables; what the SDK and the exporters read themselves (endpoints,
-headers, the sampler when no option names one, batch and interval settings) is left to
-them. See ``docs/telemetry.md``.
+with the exporters asked for (console for development, OTLP over HTTP or gRPC for
+production, Prometheus for scraping), installs them as the global providers, and
+returns a ``Telemetry`` whose ``shutdown()`` flushes what is pending, within
+``export_timeout``. ``TracingMiddleware`` then finds the providers through the
+OpenTelemetry API. Options left at None fall back to the standard environment
+variables; what the SDK and the exporters read themselves (endpoints, headers, the
+sampler when no option names one, batch and interval settings) is left to them. See
+``docs/telemetry.md``.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
+from asgikit.options import positive_seconds
+from asgikit.telemetry.deadline import run_within
 from asgikit.telemetry.exporters import (
     MetricsExporter,
+    OtlpProtocol,
     SamplerName,
     TracesExporter,
     check_instances,
+    check_protocol,
     metric_reader,
     metrics_exporters,
     prometheus_port_from_env,
@@ -51,6 +56,7 @@ __all__ = [
     "MetricsEndpoint",
     "MetricsExporter",
     "MissingExtraError",
+    "OtlpProtocol",
     "PrometheusServer",
     "SamplerName",
     "Telemetry",
@@ -70,6 +76,7 @@ class Telemetry:
     __slots__ = (
         "_lock",
         "_shut_down",
+        "export_timeout",
         "is_global",
         "meter_provider",
         "metrics",
@@ -91,6 +98,7 @@ class Telemetry:
         prometheus_server: PrometheusServer | None,
         prometheus_registry: Any,
         is_global: bool,
+        export_timeout: float = 10.0,
     ) -> None:
         self.tracer_provider = tracer_provider
         """The SDK ``TracerProvider``: pass it to ``TracingMiddleware`` when not global."""
@@ -108,6 +116,8 @@ class Telemetry:
         """The prometheus_client registry the metrics are in (for ``MetricsEndpoint``)."""
         self.is_global = is_global
         """Whether the providers were installed as OpenTelemetry's global ones."""
+        self.export_timeout = export_timeout
+        """Seconds ``force_flush()`` and ``shutdown()`` wait at most, in total."""
         self._lock = threading.Lock()
         self._shut_down = False
 
@@ -116,14 +126,36 @@ class Telemetry:
         """Whether ``shutdown()`` was called."""
         return self._shut_down
 
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Export pending spans and collect metrics now; False if spans timed out."""
-        spans_flushed = self.tracer_provider.force_flush(timeout_millis)
-        self.meter_provider.force_flush(timeout_millis)
-        return spans_flushed
+    def force_flush(self, timeout_millis: float | None = None) -> bool:
+        """Export pending spans and collect and export metrics now.
+
+        Spans and metrics are flushed at once, and the call returns within
+        *timeout_millis* (default ``export_timeout``) even when a collector does not
+        answer; what is not done by then goes on in the background.
+
+        Returns:
+            Whether both were flushed in time.
+        """
+        seconds = self.export_timeout if timeout_millis is None else timeout_millis / 1000
+        millis = int(seconds * 1000)
+        outcome = run_within(
+            "force_flush",
+            seconds,
+            {
+                "spans": lambda: self.tracer_provider.force_flush(millis),
+                "metrics": lambda: self.meter_provider.force_flush(millis),
+            },
+        )
+        outcome.raise_first()
+        return not outcome.late and False not in outcome.results.values()
 
     def shutdown(self) -> None:
         """Flush and shut down the providers, then stop the Prometheus server.
+
+        Spans and metrics are flushed at once, and the call returns within
+        ``export_timeout`` even when a collector does not answer: what is not done by
+        then is left to a daemon thread, with a warning on the ``asgikit.telemetry``
+        logger, so a collector that is down does not hold a worker's exit.
 
         Safe to call more than once and from several threads: the first call does the
         work, the others wait for it to finish and return. Global providers stay
@@ -133,11 +165,19 @@ class Telemetry:
             if self._shut_down:
                 return
             self._shut_down = True
+            millis = self.export_timeout * 1000
             try:
-                try:
-                    self.tracer_provider.shutdown()
-                finally:  # a failing span exporter must not keep metrics unflushed
-                    self.meter_provider.shutdown()
+                # Both at once: a failing or slow span exporter does not keep metrics
+                # unflushed, and both share the one bound.
+                outcome = run_within(
+                    "shutdown",
+                    self.export_timeout,
+                    {
+                        "spans": self.tracer_provider.shutdown,
+                        "metrics": lambda: self.meter_provider.shutdown(timeout_millis=millis),
+                    },
+                )
+                outcome.raise_first()
             finally:
                 if self.prometheus_server is not None:
                     self.prometheus_server.stop()
@@ -201,11 +241,13 @@ def configure(
     service_name: str | None = None,
     traces: TracesExporter | None = None,
     metrics: MetricsExporter | None = None,
+    protocol: OtlpProtocol | None = None,
     sampler: SamplerName | None = None,
     sampler_ratio: float | None = None,
     prometheus_port: int | None = None,
     prometheus_host: str | None = None,
     resource_attributes: Mapping[str, str] | None = None,
+    export_timeout: float = 10.0,
     set_global: bool = True,
     span_processors: Sequence[Any] = (),
     metric_readers: Sequence[Any] = (),
@@ -220,17 +262,23 @@ def configure(
             else ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``, else the SDK's
             ``unknown_service``.
         traces: Where spans go: ``"console"`` (printed at once, for development),
-            ``"otlp"`` (batched, OTLP over HTTP: the ``otlp`` extra) or ``"none"``.
-            Else ``OTEL_TRACES_EXPORTER`` (a comma-separated list); unset means none.
+            ``"otlp"`` (batched, OTLP over HTTP or gRPC, see ``protocol``) or
+            ``"none"``. Else ``OTEL_TRACES_EXPORTER`` (a comma-separated list); unset
+            means none.
         metrics: Where metrics go: ``"console"``, ``"otlp"`` (both every
             ``OTEL_METRIC_EXPORT_INTERVAL`` ms, 60000 by default), ``"prometheus"``
             (scraped: the ``prometheus`` extra) or ``"none"``. Else
             ``OTEL_METRICS_EXPORTER``; unset means none.
+        protocol: How ``"otlp"`` exports: ``"http/protobuf"`` (the ``otlp`` extra) or
+            ``"grpc"`` (the ``otlp-grpc`` extra), for spans and metrics. Else
+            ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``..._METRICS_PROTOCOL``, else
+            ``OTEL_EXPORTER_OTLP_PROTOCOL``, else ``"http/protobuf"``.
         sampler: ``"always_on"``, ``"always_off"``, ``"traceidratio"`` or their
             ``"parentbased_..."`` forms. None lets the SDK read ``OTEL_TRACES_SAMPLER``
             and ``OTEL_TRACES_SAMPLER_ARG`` (default ``parentbased_always_on``).
-        sampler_ratio: The ratio of traces a ``traceidratio`` sampler keeps, 0 to 1
-            (default 1). Given alone, it means ``parentbased_traceidratio``.
+        sampler_ratio: The ratio of traces a ``traceidratio`` sampler keeps, 0 to 1;
+            else ``OTEL_TRACES_SAMPLER_ARG``, else 1. Given alone, it means
+            ``parentbased_traceidratio``.
         prometheus_port: With ``metrics="prometheus"``, serve the metrics on this port
             from a thread of their own (0: any free port); else
             ``OTEL_EXPORTER_PROMETHEUS_PORT``; else no server (serve them on a path of
@@ -239,6 +287,10 @@ def configure(
             ``OTEL_EXPORTER_PROMETHEUS_HOST``, else ``127.0.0.1`` (loopback only).
         resource_attributes: More resource attributes (``deployment.environment.name``,
             ``service.version``...), over those of ``OTEL_RESOURCE_ATTRIBUTES``.
+        export_timeout: Seconds ``shutdown()`` and ``force_flush()`` wait at most, in
+            total, so that a collector that is down cannot hold the process's exit;
+            also each OTLP request's timeout, unless ``OTEL_EXPORTER_OTLP_TIMEOUT`` (or
+            a signal's own) sets that.
         set_global: Install the providers as OpenTelemetry's global ones, which
             ``TracingMiddleware`` and other instrumentation use by default. The API allows
             that once per process: a second time raises ``RuntimeError``.
@@ -265,6 +317,10 @@ def configure(
     resource = _resource(service_name, resource_attributes)
     span_exporters = traces_exporters(traces)
     metric_exporters = metrics_exporters(metrics)
+    chosen_protocol = check_protocol(protocol)
+    timeout = positive_seconds(export_timeout, "export_timeout")
+    if timeout is None:
+        raise TypeError("export_timeout: expected a number of seconds, not None")
     chosen_sampler = sampler_from(sampler, sampler_ratio)
     extra_processors = check_instances(
         "span_processors", span_processors, SpanProcessor, "SpanProcessor"
@@ -293,9 +349,11 @@ def configure(
     try:
         # One at a time (not extend), so that those built before a failure are known.
         for name in span_exporters:
-            processors.append(span_processor(name))  # noqa: PERF401
+            processors.append(span_processor(name, chosen_protocol, timeout))  # noqa: PERF401
         for name in metric_exporters:
-            readers.append(metric_reader(name, prometheus_registry))  # noqa: PERF401
+            readers.append(  # noqa: PERF401
+                metric_reader(name, prometheus_registry, chosen_protocol, timeout)
+            )
     except BaseException:
         _shutdown_built(processors[len(extra_processors) :], readers[len(extra_readers) :])
         raise
@@ -327,6 +385,7 @@ def configure(
         prometheus_server=server,
         prometheus_registry=prometheus_registry,
         is_global=set_global,
+        export_timeout=timeout,
     )
 
 

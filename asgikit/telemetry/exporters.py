@@ -1,8 +1,8 @@
 """Which exporters and sampler asgikit.telemetry sets up: options first, then OTEL_* variables.
 
-Only the choices are read here (which exporter, which sampler, which Prometheus port);
-everything else an exporter or the SDK reads from the environment (endpoints, headers,
-timeouts, batch sizes, export intervals) they keep reading themselves.
+Only the choices are read here (which exporter, which OTLP protocol, which sampler, which
+Prometheus port); everything else an exporter or the SDK reads from the environment
+(endpoints, headers, batch sizes, export intervals) they keep reading themselves.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Final, Literal, get_args
 
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
+    MetricExporter,
     MetricReader,
     PeriodicExportingMetricReader,
 )
@@ -23,16 +24,20 @@ from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
+    SpanExporter,
 )
 
-from asgikit.telemetry.prometheus import OTLP_INSTALL, MissingExtraError
+from asgikit.telemetry.prometheus import OTLP_GRPC_INSTALL, OTLP_INSTALL, MissingExtraError
 
 __all__ = [
     "MetricsExporter",
+    "OtlpProtocol",
     "SamplerName",
     "TracesExporter",
+    "check_protocol",
     "metric_reader",
     "metrics_exporters",
+    "otlp_protocol",
     "prometheus_port_from_env",
     "sampler_from",
     "span_processor",
@@ -40,6 +45,7 @@ __all__ = [
 ]
 
 TracesExporter = Literal["console", "otlp", "none"]
+OtlpProtocol = Literal["grpc", "http/protobuf"]
 MetricsExporter = Literal["console", "otlp", "prometheus", "none"]
 SamplerName = Literal[
     "always_on",
@@ -53,6 +59,7 @@ SamplerName = Literal[
 TRACES_CHOICES: Final = frozenset(get_args(TracesExporter))
 METRICS_CHOICES: Final = frozenset(get_args(MetricsExporter))
 SAMPLER_CHOICES: Final = get_args(SamplerName)
+PROTOCOL_CHOICES: Final = get_args(OtlpProtocol)
 RATIO_SAMPLERS: Final = ("traceidratio", "parentbased_traceidratio")
 _FIXED_SAMPLERS: Final[Mapping[str, _sampling.Sampler]] = {
     "always_on": _sampling.ALWAYS_ON,
@@ -66,6 +73,15 @@ _OTLP_ALIASES: Final = {"otlp": "otlp", "otlp_proto_http": "otlp"}
 _OTLP_PROTOCOL_VARS: Final = {
     "traces": ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
     "metrics": ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
+}
+# The variables that set an OTLP exporter's own per-request timeout.
+_OTLP_TIMEOUT_VARS: Final = {
+    "traces": ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"),
+    "metrics": ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"),
+}
+_OTLP_PACKAGES: Final = {
+    "grpc": ("opentelemetry-exporter-otlp-proto-grpc", OTLP_GRPC_INSTALL),
+    "http/protobuf": ("opentelemetry-exporter-otlp-proto-http", OTLP_INSTALL),
 }
 
 
@@ -96,23 +112,54 @@ def _exporters(
                     f"asgikit.telemetry sets up {_choices(choices)}"
                 )
             names.append(name)
-    exporters = tuple(dict.fromkeys(name for name in names if name and name != "none"))
-    if "otlp" in exporters:
-        _check_otlp_protocol(option)
-    return exporters
+    return tuple(dict.fromkeys(name for name in names if name and name != "none"))
 
 
-def _check_otlp_protocol(option: str) -> None:
-    for variable in _OTLP_PROTOCOL_VARS[option]:
-        protocol = os.environ.get(variable, "").strip()
-        if protocol:
-            if protocol != "http/protobuf":
+def check_protocol(value: object) -> OtlpProtocol | None:
+    """The ``protocol`` option, checked (None: the variables decide)."""
+    if value is None:
+        return None
+    if value == "grpc":
+        return "grpc"
+    if value == "http/protobuf":
+        return "http/protobuf"
+    raise ValueError(
+        f"protocol: expected one of {', '.join(map(repr, PROTOCOL_CHOICES))}, not {value!r}"
+    )
+
+
+def otlp_protocol(signal: str, protocol: OtlpProtocol | None) -> OtlpProtocol:
+    """The protocol *signal*'s OTLP exporter speaks: the ``protocol`` option, else the
+    signal's own variable, else ``OTEL_EXPORTER_OTLP_PROTOCOL``, else ``http/protobuf``.
+    """
+    if protocol is not None:
+        return protocol
+    for variable in _OTLP_PROTOCOL_VARS[signal]:
+        raw = os.environ.get(variable, "").strip()
+        if raw:
+            checked = raw.lower()
+            if checked not in PROTOCOL_CHOICES:
                 raise ValueError(
-                    f"{option}: {variable}={protocol!r}, but asgikit exports OTLP over "
-                    "HTTP with protobuf (opentelemetry-exporter-otlp-proto-http): set it to "
-                    "'http/protobuf' or unset it (collectors take both on ports 4317/4318)"
+                    f"{signal}: {variable}={raw!r}: asgikit exports OTLP over "
+                    f"{' or '.join(map(repr, PROTOCOL_CHOICES))} (set it to one of them, or "
+                    "unset it for 'http/protobuf')"
                 )
-            return
+            return "grpc" if checked == "grpc" else "http/protobuf"
+    return "http/protobuf"
+
+
+def _otlp_timeout(signal: str, export_timeout: float) -> float | None:
+    """The exporter's per-request timeout: *export_timeout*, unless a variable sets it
+    (None: the exporter reads the variable)."""
+    if any(os.environ.get(variable, "").strip() for variable in _OTLP_TIMEOUT_VARS[signal]):
+        return None
+    return export_timeout
+
+
+def _missing_otlp(signal: str, protocol: str) -> MissingExtraError:
+    package, install = _OTLP_PACKAGES[protocol]
+    over = " over gRPC" if protocol == "grpc" else ""
+    return MissingExtraError(f"{signal}: 'otlp'{over} needs {package}: {install}")
 
 
 def traces_exporters(value: object) -> tuple[str, ...]:
@@ -145,12 +192,28 @@ def sampler_from(name: object, ratio: object) -> _sampling.Sampler | None:
         raise ValueError(
             f"sampler: expected one of {', '.join(map(repr, SAMPLER_CHOICES))}, not {name!r}"
         )
-    rate = 1.0 if ratio is None else float(ratio)
+    if name not in RATIO_SAMPLERS:
+        return _FIXED_SAMPLERS[name]
+    rate = _ratio_from_env() if ratio is None else float(ratio)
     if name == "traceidratio":
         return _sampling.TraceIdRatioBased(rate)
-    if name == "parentbased_traceidratio":
-        return _sampling.ParentBasedTraceIdRatio(rate)
-    return _FIXED_SAMPLERS[name]
+    return _sampling.ParentBasedTraceIdRatio(rate)
+
+
+def _ratio_from_env() -> float:
+    """``OTEL_TRACES_SAMPLER_ARG`` for a ratio sampler named without a ratio, else 1."""
+    raw = os.environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    if not raw:
+        return 1.0
+    try:
+        ratio = float(raw)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(
+            f"sampler_ratio: OTEL_TRACES_SAMPLER_ARG={raw!r} is not a number from 0 to 1"
+        )
+    return ratio
 
 
 def prometheus_port_from_env() -> int | None:
@@ -167,22 +230,40 @@ def prometheus_port_from_env() -> int | None:
     return port
 
 
-def span_processor(name: str) -> SpanProcessor:
-    """The processor exporting spans to *name*: ``console`` at once, ``otlp`` in batches."""
+def span_processor(
+    name: str, protocol: OtlpProtocol | None = None, export_timeout: float = 10.0
+) -> SpanProcessor:
+    """The processor exporting spans to *name*: ``console`` at once, ``otlp`` in batches
+    (over *protocol*, else the one the variables name)."""
     if name == "console":
         # Bound now, not at import time: sys.stdout may have been replaced since.
         return SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stdout))
+    chosen = otlp_protocol("traces", protocol)
+    return BatchSpanProcessor(_otlp_span_exporter(chosen, _otlp_timeout("traces", export_timeout)))
+
+
+def _otlp_span_exporter(protocol: OtlpProtocol, timeout: float | None) -> SpanExporter:
     try:
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                OTLPSpanExporter as GrpcSpanExporter,
+            )
+
+            return GrpcSpanExporter(timeout=timeout)
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     except ImportError as exc:
-        raise MissingExtraError(
-            f"traces: 'otlp' needs opentelemetry-exporter-otlp-proto-http: {OTLP_INSTALL}"
-        ) from exc
-    return BatchSpanProcessor(OTLPSpanExporter())
+        raise _missing_otlp("traces", protocol) from exc
+    return OTLPSpanExporter(timeout=timeout)
 
 
-def metric_reader(name: str, registry: Any) -> MetricReader:
-    """The reader for metric exporter *name* (``prometheus`` registers in *registry*)."""
+def metric_reader(
+    name: str,
+    registry: Any,
+    protocol: OtlpProtocol | None = None,
+    export_timeout: float = 10.0,
+) -> MetricReader:
+    """The reader for metric exporter *name* (``prometheus`` registers in *registry*;
+    ``otlp`` exports over *protocol*, else the one the variables name)."""
     if name == "console":
         return PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stdout))
     if name == "prometheus":
@@ -196,13 +277,23 @@ def metric_reader(name: str, registry: Any) -> MetricReader:
         if registry is None:
             return PrometheusMetricReader()
         return PrometheusMetricReader(registry=registry)
+    chosen = otlp_protocol("metrics", protocol)
+    exporter = _otlp_metric_exporter(chosen, _otlp_timeout("metrics", export_timeout))
+    return PeriodicExportingMetricReader(exporter)
+
+
+def _otlp_metric_exporter(protocol: OtlpProtocol, timeout: float | None) -> MetricExporter:
     try:
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                OTLPMetricExporter as GrpcMetricExporter,
+            )
+
+            return GrpcMetricExporter(timeout=timeout)
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     except ImportError as exc:
-        raise MissingExtraError(
-            f"metrics: 'otlp' needs opentelemetry-exporter-otlp-proto-http: {OTLP_INSTALL}"
-        ) from exc
-    return PeriodicExportingMetricReader(OTLPMetricExporter())
+        raise _missing_otlp("metrics", protocol) from exc
+    return OTLPMetricExporter(timeout=timeout)
 
 
 def check_instances(option: str, values: object, kind: type, what: str) -> list[Any]:

@@ -28,6 +28,7 @@ __all__ = [
 
 PROMETHEUS_INSTALL: Final = "pip install 'asgikit[prometheus]'"
 OTLP_INSTALL: Final = "pip install 'asgikit[otlp]'"
+OTLP_GRPC_INSTALL: Final = "pip install 'asgikit[otlp-grpc]'"
 
 _ALLOW: Final = b"GET, HEAD"
 _NOT_ALLOWED_BODY: Final = b"405 Method Not Allowed: use GET or HEAD\n"

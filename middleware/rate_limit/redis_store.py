@@ -215,7 +215,7 @@ class RedisStore:
         pool = client.connection_pool
         try:
             async with asyncio.timeout(self.connect_timeout):
-                connection = await pool.get_connection()
+                connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         except TimeoutError as exc:
             raise _ConnectTimeout from exc
         try:

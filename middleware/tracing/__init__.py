@@ -12,11 +12,27 @@ from asgikit import __version__
 from asgikit.observe import Exchange, route_of
 from asgikit.options import flag, string_list
 from asgikit.paths import PathMatcher
-from asgikit.redact import DEFAULT_REDACTED_QUERY_PARAMS, header_names
+from asgikit.redact import DEFAULT_REDACTED_QUERY_PARAMS
 from asgikit.scopes import CHAIN_KEY, end_chain, start_chain
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
-from .attributes import CANCELLED, DISCONNECTED, METHODS, OTHER_METHOD, SpanAttributes
+from .attributes import (
+    CANCELLED,
+    DISCONNECTED,
+    METHODS,
+    OTHER_METHOD,
+    REQUEST_HEADER_PREFIX,
+    RESPONSE_HEADER_PREFIX,
+    SpanAttributes,
+)
+from .environment import (
+    REQUEST_HEADERS,
+    RESPONSE_HEADERS,
+    excluded_urls,
+    header_capture,
+    sanitized_fields,
+    url_of,
+)
 from .recorder import HttpRecorder
 from .spans import RequestSpans, TraceHeaders
 from .websocket import WebSocketTracing
@@ -38,11 +54,16 @@ class TracingMiddleware:
             OpenTelemetry's proxy, so one set later is honoured) by default.
         meter_provider: A ``MeterProvider``; the global one by default.
         exclude_paths: Path patterns never traced or measured (``asgikit.paths``:
-            ``/health`` covers ``/health/live``; ``/static*`` a text prefix).
+            ``/health`` covers ``/health/live``; ``/static*`` a text prefix). Requests
+            whose URL matches ``OTEL_PYTHON_ASGI_EXCLUDED_URLS`` (else
+            ``OTEL_PYTHON_EXCLUDED_URLS``) are left out too.
         capture_request_headers: Request headers recorded as
             ``http.request.header.<name>`` (``authorization``, ``cookie`` redacted).
+            None: those ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST``
+            names, if any.
         capture_response_headers: Response headers recorded as
-            ``http.response.header.<name>`` (``set-cookie`` redacted).
+            ``http.response.header.<name>`` (``set-cookie`` redacted). None: those
+            ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE`` names, if any.
         redact_query_params: More query parameter name patterns whose values are
             redacted in ``url.query``, on top of the access log's defaults.
         server_timing: Add ``server-timing: traceparent;desc="00-<trace>-<span>-<flags>"``
@@ -55,12 +76,25 @@ class TracingMiddleware:
             variables while the app runs.
         websockets: Trace websocket connections (one span per connection).
 
+    The OpenTelemetry variables (excluded URLs, header capture, and
+    ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS`` for the headers to
+    redact as well) are read once, here.
+
     Raises:
-        ValueError: An option's value is malformed.
+        ValueError: An option's value is malformed, or a variable's pattern is not a
+            regular expression (the message starts with the variable's name).
         TypeError: An option has the wrong type.
     """
 
-    __slots__ = ("_excluded", "_recorder", "_spans", "_trace_headers", "_websocket", "app")
+    __slots__ = (
+        "_excluded",
+        "_excluded_urls",
+        "_recorder",
+        "_spans",
+        "_trace_headers",
+        "_websocket",
+        "app",
+    )
 
     def __init__(
         self,
@@ -69,8 +103,8 @@ class TracingMiddleware:
         tracer_provider: Any = None,
         meter_provider: Any = None,
         exclude_paths: str | Sequence[str] = (),
-        capture_request_headers: Sequence[str] = (),
-        capture_response_headers: Sequence[str] = (),
+        capture_request_headers: Sequence[str] | None = None,
+        capture_response_headers: Sequence[str] | None = None,
         redact_query_params: Sequence[str] = (),
         server_timing: bool = False,
         traceresponse: bool = False,
@@ -87,13 +121,27 @@ class TracingMiddleware:
         self.app = app
         excluded = PathMatcher(exclude_paths)
         self._excluded = excluded if excluded else None  # None: no test at all
+        self._excluded_urls = excluded_urls()
+        sanitize = sanitized_fields()
         attributes = SpanAttributes(
             query_params=[
                 *DEFAULT_REDACTED_QUERY_PARAMS,
                 *string_list(redact_query_params, "redact_query_params"),
             ],
-            request_headers=header_names(capture_request_headers, "capture_request_headers"),
-            response_headers=header_names(capture_response_headers, "capture_response_headers"),
+            request_capture=header_capture(
+                "capture_request_headers",
+                capture_request_headers,
+                REQUEST_HEADERS,
+                REQUEST_HEADER_PREFIX,
+                sanitize,
+            ),
+            response_capture=header_capture(
+                "capture_response_headers",
+                capture_response_headers,
+                RESPONSE_HEADERS,
+                RESPONSE_HEADER_PREFIX,
+                sanitize,
+            ),
         )
         self._trace_headers = TraceHeaders(
             server_timing=flag(server_timing, "server_timing"),
@@ -120,7 +168,9 @@ class TracingMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self._not_http(scope, receive, send)
-        if self._excluded is not None and self._excluded(scope["path"]):
+        if (self._excluded is not None and self._excluded(scope["path"])) or (
+            self._excluded_urls is not None and self._excluded_urls(url_of(scope))
+        ):
             return await self.app(scope, receive, send)
         start = time.time_ns()
         method = METHODS.get(scope["method"], OTHER_METHOD)
@@ -159,6 +209,7 @@ class TracingMiddleware:
             scope["type"] == "websocket"
             and self._websocket is not None
             and not (self._excluded is not None and self._excluded(scope["path"]))
+            and not (self._excluded_urls is not None and self._excluded_urls(url_of(scope)))
         ):
             await self._websocket(scope, receive, send)
         else:

@@ -24,9 +24,11 @@ from opentelemetry.semconv.metrics import http_metrics
 from opentelemetry.trace import Span, Status, StatusCode
 
 from asgikit.hosts import parse_host
-from asgikit.redact import ALWAYS_REDACTED_HEADERS, Capture, QueryRedactor, capture_table, captured
+from asgikit.redact import QueryRedactor
 from asgikit.scopes import PEER_KEY
 from asgikit.types import Scope
+
+from .environment import HeaderCapture
 
 __all__ = [
     "ACTIVE_REQUESTS",
@@ -47,7 +49,6 @@ __all__ = [
     "URL_SCHEME",
     "HeaderGetter",
     "SpanAttributes",
-    "capture",
     "error_status",
     "message_events",
 ]
@@ -143,17 +144,13 @@ class HeaderGetter(Getter[Any]):
         return [name.decode("latin-1") for name, _ in carrier]
 
 
-_ALWAYS_REDACTED: Final = frozenset(name.encode("ascii") for name in ALWAYS_REDACTED_HEADERS)
-
-
 class SpanAttributes:
     """Build a request's span attributes from its scope (stable HTTP conventions).
 
     Args:
         query_params: Query parameter name patterns whose values are redacted.
-        request_headers: Lowercase request header names captured as
-            ``http.request.header.<name>``.
-        response_headers: Lowercase response header names captured as
+        request_capture: The request headers captured as ``http.request.header.<name>``.
+        response_capture: The response headers captured as
             ``http.response.header.<name>``.
     """
 
@@ -163,16 +160,12 @@ class SpanAttributes:
         self,
         *,
         query_params: Iterable[str],
-        request_headers: Iterable[bytes],
-        response_headers: Iterable[bytes],
+        request_capture: HeaderCapture | None,
+        response_capture: HeaderCapture | None,
     ) -> None:
         self._redactor = QueryRedactor(query_params)
-        self._request_capture = capture_table(
-            request_headers, REQUEST_HEADER_PREFIX, _ALWAYS_REDACTED
-        )
-        self.response_capture = capture_table(
-            response_headers, RESPONSE_HEADER_PREFIX, _ALWAYS_REDACTED
-        )
+        self._request_capture = request_capture
+        self.response_capture = response_capture
         """Response headers to capture, or None."""
         # Host header -> (address, port or None): the same few hosts on every request.
         # In-process bench (run_sync), SpanAttributes.request with Host 127.0.0.1:8000:
@@ -203,7 +196,7 @@ class SpanAttributes:
             attributes[USER_AGENT] = user_agent.decode("latin-1")
         _add_addresses(scope, attributes)
         if self._request_capture is not None:
-            capture(headers, self._request_capture, attributes)
+            self._request_capture.add(headers, attributes)
         return attributes
 
     def _add_server(self, host: bytes, scheme: str, attributes: dict[str, Any]) -> None:
@@ -249,11 +242,6 @@ def _add_addresses(scope: Scope, attributes: dict[str, Any]) -> None:
         attributes[PEER_ADDRESS] = peer[0]
         if peer[1]:
             attributes[PEER_PORT] = peer[1]
-
-
-def capture(headers: Any, wanted: Capture, attributes: dict[str, Any]) -> None:
-    """Add the *wanted* headers' values to *attributes*, as lists, redacted as listed."""
-    attributes.update(captured(headers, wanted))
 
 
 def error_status(span: Span, error: BaseException | None, error_type: str | None) -> None:

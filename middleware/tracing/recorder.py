@@ -10,7 +10,6 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Span
 
 from asgikit.observe import Exchange
-from asgikit.redact import Capture
 
 from .attributes import (
     ACTIVE_REQUESTS,
@@ -25,9 +24,9 @@ from .attributes import (
     REQUEST_DURATION,
     RESPONSE_BODY_SIZE,
     URL_SCHEME,
-    capture,
     error_status,
 )
+from .environment import HeaderCapture
 
 __all__ = ["HttpRecorder"]
 
@@ -61,7 +60,7 @@ class HttpRecorder:
         *,
         request_size: bool,
         response_size: bool,
-        response_capture: Capture | None,
+        response_capture: HeaderCapture | None,
     ) -> None:
         self._duration = meter.create_histogram(
             REQUEST_DURATION,
@@ -154,7 +153,7 @@ class HttpRecorder:
             if ex.disconnected and not ex.complete:
                 attributes[DISCONNECTED] = True
             if self._response_capture is not None and ex.response_headers is not None:
-                capture(ex.response_headers, self._response_capture, attributes)
+                self._response_capture.add(ex.response_headers, attributes)
             span.set_attributes(attributes)
             error_status(span, error, error_type)
         span.end(end_time=end)
