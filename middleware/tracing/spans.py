@@ -20,6 +20,7 @@ from asgikit.observe import current_otel_context, current_span_context
 from asgikit.types import Message, Scope
 
 from .attributes import METHOD, URL_PATH, URL_SCHEME, HeaderGetter, SpanAttributes, message_events
+from .tracestate import repaired
 
 __all__ = ["Active", "RequestSpans", "TraceHeaders"]
 
@@ -69,7 +70,8 @@ class RequestSpans:
         if current_span_context() is not None:
             parent, kind = current_otel_context(), SpanKind.INTERNAL
         else:
-            parent, kind = extract(scope.get("headers", ()), getter=_GETTER), SpanKind.SERVER
+            headers = scope.get("headers", ())
+            parent, kind = repaired(extract(headers, getter=_GETTER), headers), SpanKind.SERVER
         span = self._tracer.start_span(
             name,
             parent,
