@@ -21,7 +21,8 @@ DOCUMENT = [{"id": n, "name": f"item {n}", "tags": ["a", "b"]} for n in range(10
 
 
 def create_app() -> FastAPI:
-    """A new app: ``/``, ``/items/{item_id}``, ``POST /echo``, ``/document``, ``/ws``."""
+    """A new app: ``/``, ``/items/{item_id}``, ``POST /echo``, ``/document``, ``/ws``,
+    and ``/fail`` (http and websocket), which raises: how an app's error is logged."""
     app = FastAPI()
 
     @app.get("/")
@@ -46,6 +47,15 @@ def create_app() -> FastAPI:
         await websocket.accept()
         async for text in websocket.iter_text():
             await websocket.send_text(text)
+
+    @app.get("/fail")
+    async def fail() -> None:
+        raise RuntimeError("the example fails on purpose")
+
+    @app.websocket("/fail")
+    async def websocket_fail(websocket: WebSocket) -> None:
+        await websocket.accept()
+        raise RuntimeError("the example fails on purpose")
 
     return app
 

@@ -46,12 +46,23 @@ async def echo(websocket: WebSocket) -> None:
         await websocket.send_text(text)
 
 
+async def fail(request: Request) -> None:
+    raise RuntimeError("the example fails on purpose")  # how an app's error is logged
+
+
+async def fail_websocket(websocket: WebSocket) -> None:
+    await websocket.accept()
+    raise RuntimeError("the example fails on purpose")
+
+
 starlette_app = Starlette(
     routes=[
         Route("/", home),
         Route("/numbers", numbers),
         Route("/health", health),
         WebSocketRoute("/echo", echo),
+        Route("/fail", fail),
+        WebSocketRoute("/fail", fail_websocket),
     ],
     lifespan=lifespan,
 )

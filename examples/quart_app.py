@@ -24,7 +24,8 @@ DOCUMENT = [{"id": n, "name": f"item {n}", "tags": ["a", "b"]} for n in range(10
 
 
 def create_app() -> Quart:
-    """A new app: ``/``, ``/items/<item_id>``, ``POST /echo``, ``/document``, ``/ws``."""
+    """A new app: ``/``, ``/items/<item_id>``, ``POST /echo``, ``/document``, ``/ws``,
+    and ``/fail`` (http and websocket), which raises: how an app's error is logged."""
     app = record_routes(Quart(__name__))
 
     @app.get("/")
@@ -48,6 +49,15 @@ def create_app() -> Quart:
     async def websocket_echo() -> None:
         while True:
             await websocket.send(await websocket.receive())
+
+    @app.get("/fail")
+    async def fail() -> None:
+        raise RuntimeError("the example fails on purpose")
+
+    @app.websocket("/fail")
+    async def websocket_fail() -> None:
+        await websocket.accept()
+        raise RuntimeError("the example fails on purpose")
 
     return app
 

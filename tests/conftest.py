@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from asgikit.logging.bridge import uninstall
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
@@ -34,6 +36,7 @@ def _global_logging_restored() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
+    uninstall()  # asgikit's claim on the console handlers, before the root's are put back
     structlog.configure(**saved)
     root.handlers[:] = handlers
     root.setLevel(level)

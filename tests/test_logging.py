@@ -6,11 +6,16 @@ import calendar
 import io
 import json
 import logging
+import logging.config
+import logging.handlers
+import queue
 import re
 import sys
 import time
+import traceback
 import unicodedata
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -21,6 +26,8 @@ from hypothesis import strategies as st
 
 import asgikit.logging
 import asgikit.logging.console
+from asgikit.config import ConfigError, configure_logging, load_config
+from asgikit.config.observability import claim_console, silence_server_access_logs
 from asgikit.contract import enforce
 from asgikit.logging import (
     AccessLineFormatter,
@@ -29,16 +36,18 @@ from asgikit.logging import (
     UTCTimeStamper,
     configure,
     escape_control_characters,
+    short_traceback,
     structlog_contextvar,
 )
+from asgikit.logging.bridge import uninstall
 from asgikit.middleware import RequestIDMiddleware
 from asgikit.middleware.access_log import AccessLogMiddleware
-from asgikit.testing import request
+from asgikit.testing import request, websocket
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
 pytestmark = pytest.mark.anyio
 
-SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+SERVER_LOGGERS = (*asgikit.logging.SERVER_LOGGERS, "litestar", "django")
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 SGR = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -51,20 +60,24 @@ def _restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     root = logging.getLogger()
     saved_root = (root.handlers[:], root.level)
     servers = [logging.getLogger(name) for name in SERVER_LOGGERS]
-    saved_servers = [(s.handlers[:], s.propagate, s.level, s.disabled) for s in servers]
+    saved_servers = [
+        (s.handlers[:], s.filters[:], s.propagate, s.level, s.disabled) for s in servers
+    ]
     for server in servers:  # as a fresh process has them, whatever earlier tests did
         server.setLevel(logging.NOTSET)
         server.disabled = False
     structlog.contextvars.clear_contextvars()
     yield
+    uninstall()  # asgikit no longer owns logging: nothing is claimed after this test
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
     root.handlers[:], level = saved_root
     root.setLevel(level)
-    for server, (handlers, propagate, server_level, disabled) in zip(
+    for server, (handlers, filters, propagate, server_level, disabled) in zip(
         servers, saved_servers, strict=True
     ):
         server.handlers[:] = handlers
+        server.filters[:] = filters
         server.propagate = propagate
         server.setLevel(server_level)
         server.disabled = disabled
@@ -328,14 +341,11 @@ def test_no_client_value_can_break_the_console_line(path: str, user_agent: bytes
 
 async def test_stdlib_logging_goes_through_the_same_renderer_with_the_context() -> None:
     uvicorn_error = logging.getLogger("uvicorn.error")
-    uvicorn_error.addHandler(logging.NullHandler())
+    uvicorn_error.addHandler(logging.StreamHandler(sys.stderr))
     uvicorn_error.propagate = False
     stream, buffer = binary_stream()
     configure(format="json", stream=stream)
-    configure(format="json", stream=stream)  # again: still one handler
-    assert sum(isinstance(h, asgikit.logging._Handler) for h in logging.getLogger().handlers) == 1
-    for name in SERVER_LOGGERS:
-        assert logging.getLogger(name).handlers == [] and logging.getLogger(name).propagate
+    configure(format="json", stream=stream)  # again: still one line per record
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         logging.getLogger("myapp").warning("stdlib %s", "call", extra={"user": "ann"})
@@ -540,3 +550,449 @@ def test_configure_false_changes_nothing() -> None:
     asgikit.logging.configure(format="json", configure=False)
     assert structlog.get_config() == before
     assert logging.getLogger().handlers == root_handlers
+
+
+# --------------------------------------------------------------------------------------
+# The console belongs to asgikit (when it configures logging)
+
+
+def lines_of(buffer: io.BytesIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+def events_of(buffer: io.BytesIO) -> list[str]:
+    return [line["event"] for line in lines_of(buffer)]
+
+
+def test_console_handlers_of_others_are_taken_out_and_their_lines_come_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    basic = logging.StreamHandler(sys.stderr)  # daphne's logging.basicConfig
+    kept = logging.handlers.BufferingHandler(100)  # not the console: stays
+    root.addHandler(basic)
+    root.addHandler(kept)
+    # Litestar's default: a queue handler whose listener writes to stderr, no propagation.
+    litestar = logging.getLogger("litestar")
+    queued = logging.handlers.QueueHandler(queue.Queue())
+    queued.listener = logging.handlers.QueueListener(  # type: ignore[attr-defined]
+        queued.queue, logging.StreamHandler(sys.stderr)
+    )
+    litestar.addHandler(queued)
+    litestar.propagate = False
+    django = logging.getLogger("django")  # Django's DEBUG console handler
+    django.addHandler(logging.StreamHandler(sys.stdout))
+    stream, buffer = binary_stream()
+    configure(format="json", stream=stream)
+    logging.getLogger("myapp").warning("app")
+    litestar.error("framework")
+    logging.getLogger("django.request").error("django")
+    assert events_of(buffer) == ["app", "framework", "django"]
+    assert capsys.readouterr() == ("", "")
+    assert basic not in root.handlers and queued not in litestar.handlers
+    assert [record.getMessage() for record in kept.buffer] == ["app", "framework", "django"]
+
+
+# server: (the logger its handler is on, whether it propagates, the logger it writes to)
+SERVER_SETUPS = {
+    "uvicorn": ("uvicorn", False, "uvicorn.error"),
+    "hypercorn": ("hypercorn.error", True, "hypercorn.error"),
+    "granian": ("_granian", False, "_granian.serve"),  # its Rust core's module names
+    "gunicorn": ("gunicorn.error", False, "gunicorn.error"),
+    "daphne": ("", True, "daphne.server"),  # logging.basicConfig() on the root
+}
+
+
+@pytest.mark.parametrize("server", list(SERVER_SETUPS))
+def test_each_servers_lines_are_routed_once(
+    server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name, propagate, writer = SERVER_SETUPS[server]
+    own = logging.getLogger(name)
+    own.addHandler(logging.StreamHandler(sys.stderr if server != "granian" else sys.stdout))
+    if name:
+        own.propagate = propagate
+    stream, buffer = binary_stream()
+    configure(format="json", stream=stream)
+    logging.getLogger(writer).info("started")
+    assert [(line["event"], line["logger"]) for line in lines_of(buffer)] == [("started", writer)]
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_framework_that_sets_logging_up_later_is_claimed_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stream, buffer = binary_stream()
+    configure(format="json", stream=stream)
+    litestar_like = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["console"], "level": "INFO"},
+    }
+    logging.config.dictConfig(litestar_like)  # when the app is created: ours is gone
+    asgikit.logging.claim_console()  # what asgikit serve and app_from_env do then
+    logging.getLogger("myapp").warning("once")
+    logging.config.dictConfig(litestar_like)  # and where nobody called claim_console():
+    logging.getLogger("uvicorn.error").info("started")  # the first server line does
+    logging.getLogger("myapp").warning("still once")
+    assert events_of(buffer) == ["once", "started", "still once"]
+    assert capsys.readouterr() == ("", "")
+
+
+def test_the_servers_first_line_claims_what_the_app_set_up_after_configure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stream, buffer = binary_stream()
+    configure(format="json", stream=stream)
+    # Django, with DEBUG, when the app module creates its app after configure().
+    logging.getLogger("django").addHandler(logging.StreamHandler(sys.stderr))
+    logging.getLogger("uvicorn.error").info("Started server process")
+    logging.getLogger("django.request").error("Internal Server Error: /fail")
+    assert events_of(buffer) == ["Started server process", "Internal Server Error: /fail"]
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_handler_a_server_adds_after_configure_never_writes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stream, buffer = binary_stream()
+    configure(format="json", stream=stream)
+    # hypercorn gives hypercorn.error a handler once the app is loaded, at its first line.
+    logging.getLogger("hypercorn.error").handlers = [logging.StreamHandler(sys.stderr)]
+    logging.getLogger("hypercorn.error").info("Running on http://127.0.0.1:8000")
+    assert events_of(buffer) == ["Running on http://127.0.0.1:8000"]
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("options", [{"stdlib": False}, {"configure": False}])
+def test_nothing_is_claimed_unless_asgikit_routes_logging(options: dict[str, Any]) -> None:
+    configure(format="json", stream=io.StringIO())  # owned, then given back
+    configure(format="json", stream=io.StringIO(), **options)
+    mine = logging.StreamHandler(sys.stderr)
+    logging.getLogger().addHandler(mine)
+    server = logging.getLogger("hypercorn.error")
+    server.handlers = [mine]
+    asgikit.logging.claim_console()
+    server.info("to the user's handler")
+    assert mine in logging.getLogger().handlers and server.handlers == [mine]
+
+
+def test_no_line_carries_a_servers_private_extras(capsys: pytest.CaptureFixture[str]) -> None:
+    # Another handler (a file, say) formats the record first: message and asctime are
+    # then set on the record itself, as Litestar's queue handler does.
+    formatted = logging.StreamHandler(io.StringIO())
+    formatted.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logging.getLogger().addHandler(formatted)
+    stream, buffer = binary_stream()
+    configure(format="json", stream=stream)
+    colored = "Started server process [\x1b[36m%d\x1b[0m]"
+    server = logging.getLogger("uvicorn.error")
+    server.info("Started server process [%d]", 42, extra={"color_message": colored})
+    logging.getLogger("myapp").info("mine", extra={"user": "ann"})
+    started, mine = lines_of(buffer)
+    assert started["event"] == "Started server process [42]"
+    assert not {"color_message", "message", "asctime"} & (started.keys() | mine.keys())
+    assert mine["user"] == "ann"
+    console = io.StringIO()
+    configure(format="console", colors=False, stream=console)
+    server.info("Started server process [%d]", 42, extra={"color_message": colored})
+    assert "color_message" not in console.getvalue() and "\\x1b" not in console.getvalue()
+
+
+# --------------------------------------------------------------------------------------
+# Processors of the user's
+
+
+def mark_line(logger: Any, name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """A processor of the user's (named by import string in the config file tests)."""
+    event_dict["deployment"] = "blue"
+    return event_dict
+
+
+def test_processors_run_for_structlog_events_and_logging_records() -> None:
+    stream, buffer = binary_stream()
+    configure(format="json", stream=stream, processors=[mark_line])
+    structlog.get_logger().info("structlog")
+    logging.getLogger("myapp").info("logging")
+    assert [(line["event"], line["deployment"]) for line in lines_of(buffer)] == [
+        ("structlog", "blue"),
+        ("logging", "blue"),
+    ]
+
+
+def logging_config(tmp_path: Path, table: str) -> Path:
+    path = tmp_path / "asgikit.toml"
+    path.write_text(f'app = "tests.test_logging:ok_app"\n[logging]\n{table}\n', encoding="utf-8")
+    return path
+
+
+def test_processors_named_in_a_config_file_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = logging_config(
+        tmp_path, 'format = "json"\nprocessors = ["tests.test_logging:mark_line"]'
+    )
+    assert configure_logging(load_config(path))
+    structlog.get_logger().info("structlog")
+    logging.getLogger("myapp").info("logging")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(line["event"], line["deployment"]) for line in lines] == [
+        ("structlog", "blue"),
+        ("logging", "blue"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("processor", "message"),
+    [
+        ("tests.test_logging:no_such_processor", "has no attribute 'no_such_processor'"),
+        ("no_such_package.module:mark", "no module named 'no_such_package'"),
+        ("tests.test_logging.mark_line", "processors[0]: expected `str` matching regex"),
+        ("tests.test_logging:SERVER_LOGGERS", "is not callable"),
+    ],
+)
+def test_a_processor_that_cannot_be_used_is_reported_at_its_line(
+    tmp_path: Path, processor: str, message: str
+) -> None:
+    path = logging_config(tmp_path, f'format = "json"\nprocessors = ["{processor}"]')
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    [issue] = raised.value.issues
+    assert str(issue).startswith(f"{path}:4:")  # the line of processors = [...]
+    assert "error: logging.processors" in str(issue)
+    assert message in str(issue)
+
+
+def test_a_class_or_a_value_is_not_a_processor() -> None:
+    with pytest.raises(TypeError, match=r"processors\[0\]: TimeStamper is a class"):
+        configure(processors=[structlog.processors.TimeStamper])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"processors\[1\]: 'text' is not callable"):
+        configure(processors=[mark_line, "text"])  # type: ignore[list-item]
+
+
+def test_with_configure_false_the_users_structlog_and_logging_stay(tmp_path: Path) -> None:
+    structlog.configure(processors=[mark_line, structlog.processors.JSONRenderer()])
+    mine = logging.StreamHandler(sys.stderr)
+    logging.getLogger().addHandler(mine)
+    before = structlog.get_config()
+    path = logging_config(tmp_path, 'configure = false\nformat = "json"')
+    assert not configure_logging(load_config(path))
+    claim_console()  # what app_from_env does once the app is built
+    assert structlog.get_config() == before
+    assert mine in logging.getLogger().handlers
+
+
+# --------------------------------------------------------------------------------------
+# Tracebacks: the app's frames first, asgikit's folded away
+
+
+def helper_that_fails() -> None:
+    raise RuntimeError("the app failed\nforged line\x1b[2J")
+
+
+async def failing_app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.accept"})
+    helper_that_fails()
+
+
+FILE_LINE = re.compile(r'^\s*File "([^"]+)", line \d+, in (\S+)$', re.MULTILINE)
+ASGIKIT_FILES = re.compile(r"/(asgikit|middleware)/")
+
+
+def shown_frames(text: str) -> list[tuple[str, str]]:
+    return FILE_LINE.findall(text)
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+async def test_a_short_traceback_shows_the_apps_frames_first_and_no_asgikit_frame(
+    fmt: str,
+) -> None:
+    stream, buffer = binary_stream()
+    configure(format=fmt, colors=False, stream=stream)  # type: ignore[arg-type]
+    app = enforce(RequestIDMiddleware(enforce(AccessLogMiddleware(enforce(failing_app)))))
+    with pytest.raises(RuntimeError):
+        await request(app)
+    output = buffer.getvalue().decode()
+    text = json.loads(output)["exception"] if fmt == "json" else output
+    frames = shown_frames(text)
+    assert frames == [(__file__, "failing_app"), (__file__, "helper_that_fails")]
+    assert re.search(r"^  \[\d+ asgikit frames\]$", text, re.MULTILINE), text
+    assert not ASGIKIT_FILES.search(text)
+    if fmt == "console":  # escaped as ever
+        assert "RuntimeError: the app failed\\nforged line\\x1b[2J" in text
+
+
+async def test_full_tracebacks_show_every_frame() -> None:
+    stream, buffer = binary_stream()
+    configure(format="json", stream=stream, tracebacks="full")
+    with pytest.raises(RuntimeError):
+        await request(enforce(AccessLogMiddleware(enforce(failing_app))))
+    text = json.loads(buffer.getvalue())["exception"]
+    assert ASGIKIT_FILES.search(text) and "frames]" not in text
+    assert shown_frames(text)[-2:] == [(__file__, "failing_app"), (__file__, "helper_that_fails")]
+
+
+def test_what_the_app_called_after_its_last_frame_is_shown() -> None:
+    try:
+        json.loads("{not json")
+    except ValueError as error:
+        text = short_traceback((type(error), error, error.__traceback__))
+    frames = shown_frames(text)
+    assert frames[0] == (__file__, "test_what_the_app_called_after_its_last_frame_is_shown")
+    assert [name for _, name in frames[1:]] == ["loads", "decode", "raw_decode"]
+
+
+def recurse(depth: int) -> None:
+    if depth == 0:
+        raise ValueError("deep\nline")
+    recurse(depth - 1)
+
+
+def chained() -> BaseException:
+    try:
+        try:
+            recurse(2)
+        except ValueError as error:
+            raise KeyError("key") from error
+    except KeyError as error:
+        return error
+    raise AssertionError
+
+
+def in_context() -> BaseException:
+    try:
+        try:
+            recurse(1)
+        except ValueError:
+            raise TypeError("during") from None if False else TypeError("during")
+    except TypeError as error:
+        error.add_note("a note\nover two lines")
+        return error
+    raise AssertionError
+
+
+def grouped() -> BaseException:
+    try:
+        try:
+            recurse(0)
+        except ValueError as first:
+            try:
+                raise OSError("second")
+            except OSError as second:
+                inner = ExceptionGroup("inner", [KeyError(1)])
+                raise ExceptionGroup("outer", [first, second, inner]) from None
+    except ExceptionGroup as group:
+        return group
+    raise AssertionError
+
+
+def wide() -> BaseException:
+    try:
+        raise ExceptionGroup("wide", [ValueError(n) for n in range(17)])
+    except ExceptionGroup as group:
+        return group
+
+
+def too_deep() -> BaseException:
+    try:
+        recurse(10**6)
+    except RecursionError as error:
+        return error
+    raise AssertionError
+
+
+def unprintable() -> BaseException:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+    try:
+        raise Unprintable
+    except Unprintable as error:
+        return error
+
+
+CARETS = re.compile(r"^[\s|]*[~^]+\s*$")
+
+
+@pytest.mark.parametrize("make", [chained, in_context, grouped, wide, too_deep, unprintable])
+def test_with_no_frame_to_fold_the_short_traceback_is_pythons_without_carets(
+    make: Callable[[], BaseException],
+) -> None:
+    error = make()
+    python = "".join(traceback.format_exception(error)).rstrip("\n")
+    expected = "\n".join(line for line in python.splitlines() if not CARETS.match(line))
+    assert short_traceback((type(error), error, error.__traceback__)) == expected
+
+
+# --------------------------------------------------------------------------------------
+# One traceback per exception: the server's copy is dropped
+
+
+def served_by(server: str, app: ASGIApp) -> ASGIApp:
+    """*app* with what each server does when the app raises (in the request's task)."""
+
+    async def served(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        except Exception as exc:
+            if server == "uvicorn":
+                logging.getLogger("uvicorn.error").error(
+                    "Exception in ASGI application\n", exc_info=exc
+                )
+            elif server == "hypercorn":
+                logging.getLogger("hypercorn.error").exception("Error in ASGI Framework")
+            else:  # granian's Rust core formats the traceback into the message
+                text = "".join(traceback.format_exception(exc))
+                logging.getLogger("_granian.utils").error(
+                    "Application callable raised an exception\n%s", text
+                )
+            raise
+
+    return served
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian"])
+@pytest.mark.parametrize("kind", ["http", "websocket"])
+async def test_the_servers_copy_of_a_traceback_the_access_log_wrote_is_dropped(
+    server: str, kind: str
+) -> None:
+    stream, buffer = binary_stream()
+    configure(format="json", stream=stream)
+    app = served_by(server, AccessLogMiddleware(failing_app))
+    drive = request(app, "GET", "/") if kind == "http" else websocket(app, "/")
+    with pytest.raises(RuntimeError):
+        await drive
+    [line] = lines_of(buffer)
+    assert line["event"] == ("http.request" if kind == "http" else "websocket.connection")
+    assert "helper_that_fails" in line["exception"]
+    logging.getLogger("uvicorn.error").error("Exception in ASGI application\n", exc_info=True)
+    assert len(lines_of(buffer)) == 2  # another exception's record is not dropped
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian"])
+async def test_the_server_writes_the_traceback_the_access_log_did_not(server: str) -> None:
+    stream, buffer = binary_stream()
+    configure(format="json", stream=stream)
+    app = served_by(server, AccessLogMiddleware(failing_app, exclude_paths=["/health"]))
+    with pytest.raises(RuntimeError):
+        await request(app, "GET", "/health")
+    [line] = lines_of(buffer)
+    assert line.get("logger", "").startswith(("uvicorn", "hypercorn", "_granian"))
+
+
+def test_uvicorns_websocket_access_lines_go_with_the_servers_access_log() -> None:
+    stream, buffer = binary_stream()
+    configure(format="json", stream=stream)
+    silence_server_access_logs()  # asgikit's access log is in the pipeline
+    server = logging.getLogger("uvicorn.error")
+    server.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5000", "/chat")
+    server.info('%s - "WebSocket %s" %d', "127.0.0.1:5000", "/chat", 500)
+    server.info("connection open")
+    server.info("connection rejected (%d %s)", 403, "Forbidden")
+    server.info("connection closed")
+    logging.getLogger("uvicorn.access").info('127.0.0.1:5000 - "GET / HTTP/1.1" 200')
+    server.info("Shutting down")
+    assert events_of(buffer) == ["Shutting down"]

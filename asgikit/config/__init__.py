@@ -29,6 +29,7 @@ from typing import Any, Final
 from asgikit.config.loader import Loader
 from asgikit.config.model import Config, MiddlewareEntry, ServerConfig
 from asgikit.config.observability import (
+    claim_console,
     configure_logging,
     configure_telemetry,
     logging_options,
@@ -285,7 +286,10 @@ def _app_from_env() -> ASGIApp:
     if logs_access(config):  # one access line per request, not the server's too
         silence_server_access_logs()
     telemetry = configure_telemetry(config)
+    if telemetry is not None:
+        atexit.register(telemetry.shutdown)  # a server that runs no lifespan, a failed build
+    app = build(config)
+    claim_console()  # a framework may have set logging up while its app was created
     if telemetry is None:
-        return build(config)
-    atexit.register(telemetry.shutdown)  # for a server that runs no lifespan, or a failed build
-    return shut_down_after_lifespan(build(config), telemetry.shutdown)
+        return app
+    return shut_down_after_lifespan(app, telemetry.shutdown)

@@ -1,35 +1,45 @@
 """structlog set-up for two audiences: a readable console in development, JSON in production.
 
 ``configure()`` sets structlog up once, at start-up, and (by default) routes the standard
-library's ``logging`` through the same renderer, so uvicorn's and the app's own
-``logging`` calls come out in the same format with the same request context.
-``AccessLogMiddleware`` never calls it: it logs through whatever structlog is configured
-to do. See ``docs/access_log.md``.
+library's ``logging`` through the same renderer, so the servers' and the app's own
+``logging`` calls come out in the same format with the same request context, once each
+(``bridge``). ``AccessLogMiddleware`` never calls it: it logs through whatever structlog
+is configured to do. See ``docs/logging.md``.
 
 The console pieces are processors that can be used in a hand-built chain too:
 ``EscapeControlCharacters`` (one event stays one line, whatever the client sent) and
 ``AccessLineFormatter`` (``GET /items/42 200 3.1ms 1.2KB`` for access events).
 
 The pieces live beside this module: ``names`` (event, field and level names),
-``console`` and ``json_lines`` (the renderers' processors); this module sets them up and
-re-exports them.
+``console`` and ``json_lines`` (the renderers' processors), ``tracebacks`` (short
+tracebacks, the app's frames first), ``bridge`` (``logging`` routed through one
+handler); this module sets them up and re-exports them.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import io
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Final, Literal, TextIO, cast
+from typing import Any, BinaryIO, Literal, TextIO, cast
 
 import structlog
 from structlog.contextvars import bind_contextvars, merge_contextvars, reset_contextvars
 from structlog.typing import Processor
 
+from asgikit.logging.bridge import (
+    SERVER_LOGGERS,
+    add_public_extras,
+    claim_console,
+    install,
+    traceback_written,
+    uninstall,
+)
 from asgikit.logging.console import (
     CONSOLE_DETAILS,
     AccessLineFormatter,
@@ -39,19 +49,24 @@ from asgikit.logging.console import (
 )
 from asgikit.logging.json_lines import JSONRenderer, UTCTimeStamper
 from asgikit.logging.names import HTTP_EVENT, LEVELS, WEBSOCKET_EVENT, Field
+from asgikit.logging.tracebacks import short_traceback
 
 __all__ = [
     "CONSOLE_DETAILS",
     "HTTP_EVENT",
     "LEVELS",
+    "SERVER_LOGGERS",
     "WEBSOCKET_EVENT",
     "AccessLineFormatter",
     "EscapeControlCharacters",
     "Field",
     "UTCTimeStamper",
+    "claim_console",
     "configure",
     "escape_control_characters",
+    "short_traceback",
     "structlog_contextvar",
+    "traceback_written",
 ]
 
 
@@ -72,13 +87,7 @@ def structlog_contextvar(key: str) -> ContextVar[Any]:
 # configure()
 
 Format = Literal["auto", "console", "json"]
-
-# Servers that install handlers of their own; their records are sent to the root logger.
-_SERVER_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access")
-
-
-class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The root handler ``configure`` installs (a class of its own, to be found again)."""
+Tracebacks = Literal["short", "full"]
 
 
 def _level_number(level: int | str) -> int:
@@ -133,7 +142,7 @@ class _Output:
     logger_factory: Any
 
 
-def _console_output(stream: TextIO, colors: bool | None) -> _Output:
+def _console_output(stream: TextIO, colors: bool | None, short: bool) -> _Output:
     use_colors = _colors_for(stream) if colors is None else colors
     # Plain tracebacks, even where rich is installed (another package may bring it):
     # structlog's rich formatter prints every frame's locals, request headers and
@@ -142,7 +151,9 @@ def _console_output(stream: TextIO, colors: bool | None) -> _Output:
     render: list[Processor] = [
         EscapeControlCharacters(),
         AccessLineFormatter(colors=use_colors),
-        structlog.dev.ConsoleRenderer(colors=use_colors, exception_formatter=escaped_traceback),
+        structlog.dev.ConsoleRenderer(
+            colors=use_colors, exception_formatter=functools.partial(escaped_traceback, short=short)
+        ),
     ]
     return _Output(
         stream=stream,
@@ -155,16 +166,16 @@ def _console_output(stream: TextIO, colors: bool | None) -> _Output:
     )
 
 
-def _json_output(stream: TextIO) -> _Output:
+def _json_output(stream: TextIO, short: bool) -> _Output:
     # structlog's own production recipe, with a cheaper timestamp.
-    text_render: list[Processor] = [JSONRenderer(text=True)]
+    text_render: list[Processor] = [JSONRenderer(text=True, short=short)]
     render: list[Processor] = text_render
     binary = _binary_stream(stream)
     logger_factory: Any
     if binary is None:
         logger_factory = structlog.WriteLoggerFactory(file=stream)
     else:
-        render = [JSONRenderer(text=False)]
+        render = [JSONRenderer(text=False, short=short)]
         logger_factory = structlog.BytesLoggerFactory(file=binary)
     return _Output(stream, UTCTimeStamper(), [], render, text_render, logger_factory)
 
@@ -177,6 +188,7 @@ def configure(
     colors: bool | None = None,
     stdlib: bool = True,
     processors: Sequence[Processor] = (),
+    tracebacks: Tracebacks = "short",
     configure: bool = True,
 ) -> None:
     """Configure structlog (and, by default, ``logging``) for the console or for JSON.
@@ -192,32 +204,43 @@ def configure(
             stream; JSON is written to its binary ``buffer`` when it has one.
         colors: Console colours; by default on when the stream is a terminal and the
             ``NO_COLOR`` environment variable is not set (``FORCE_COLOR`` forces them).
-        stdlib: Also route the standard library's ``logging`` (the root logger, and
-            uvicorn's loggers, whose own handlers are removed) through the same renderer
-            with the same context, at the same level.
-        processors: More processors, run after the level and timestamp are added and
-            before rendering.
+        stdlib: Also route the standard library's ``logging`` through the same
+            renderer with the same context, at the same level: asgikit's handler
+            becomes the only one writing to stdout and stderr (the servers' and the
+            frameworks' console handlers are taken out, their loggers propagate to it;
+            see ``docs/logging.md``).
+        processors: More processors (functions or instances taking ``logger,
+            method_name, event_dict``), run after the level and timestamp are added and
+            before rendering, for structlog's events and ``logging``'s records alike. A
+            config file names them by import string: ``"package.module:function"``.
+        tracebacks: ``"short"``: the app's frames, with asgikit's and the libraries'
+            before them folded into one line; ``"full"``: every frame, as Python prints
+            them.
         configure: False: change nothing at all, and leave the app's own structlog and
             ``logging`` set-up as it is (a config file's ``[logging] configure =
             false``; in code, simply do not call this function).
 
     Raises:
-        ValueError: ``format`` or ``level`` is not one of the known values.
-        TypeError: ``level`` is neither a str nor an int.
+        ValueError: ``format``, ``level`` or ``tracebacks`` is not one of the known values.
+        TypeError: ``level`` is neither a str nor an int, or a processor is not one.
     """
     if format not in ("auto", "console", "json"):
         raise ValueError(f"format must be 'auto', 'console' or 'json', not {format!r}")
+    if tracebacks not in ("short", "full"):
+        raise ValueError(f"tracebacks must be 'short' or 'full', not {tracebacks!r}")
     level_number = _level_number(level)
+    extra = _processors(processors)
     if not configure:
+        uninstall()  # asgikit no longer owns logging: claim_console() does nothing
         return
+    short = tracebacks == "short"
     console_stream: TextIO = stream if stream is not None else sys.stderr
     if format == "auto":
         format = "console" if _isatty(console_stream) else "json"
     if format == "console":
-        output = _console_output(console_stream, colors)
+        output = _console_output(console_stream, colors, short)
     else:
-        output = _json_output(stream if stream is not None else sys.stdout)
-    extra = list(processors)
+        output = _json_output(stream if stream is not None else sys.stdout, short)
     shared: list[Processor] = [
         merge_contextvars,
         structlog.processors.add_log_level,
@@ -232,38 +255,38 @@ def configure(
         context_class=dict,
         cache_logger_on_first_use=True,
     )
-    if stdlib:
-        foreign: list[Processor] = [
-            merge_contextvars,
-            structlog.stdlib.add_log_level,
-            structlog.stdlib.add_logger_name,
-            structlog.stdlib.ExtraAdder(),
-            output.timestamper,
-            *extra,
-        ]
-        _route_stdlib(output.stream, level_number, foreign, output.text_render)
-
-
-def _route_stdlib(
-    stream: TextIO, level: int, foreign: list[Processor], render: list[Processor]
-) -> None:
-    handler = _Handler(stream)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=foreign,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
-        )
+    if not stdlib:
+        uninstall()  # logging stays as it is, now and after the app is built
+        return
+    foreign: list[Processor] = [
+        merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        add_public_extras,
+        output.timestamper,
+        *extra,
+    ]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=foreign,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *output.text_render,
+        ],
     )
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
-    for name in _SERVER_LOGGERS:
-        server_logger = logging.getLogger(name)
-        if not server_logger.handlers and not server_logger.propagate:
-            # Silenced on purpose (uvicorn --no-access-log leaves uvicorn.access so):
-            # routing it would bring back the lines the server was told to drop.
-            continue
-        server_logger.handlers.clear()
-        server_logger.propagate = True
+    install(output.stream, level_number, formatter)
+
+
+def _processors(processors: Sequence[Processor]) -> list[Processor]:
+    """The processors, checked: each is called with ``(logger, method_name, event_dict)``."""
+    given: object = processors
+    if isinstance(given, str) or not isinstance(given, Sequence):
+        raise TypeError(f"processors must be a list of processors, not {processors!r}")
+    for index, processor in enumerate(processors):
+        if inspect.isclass(processor):
+            raise TypeError(
+                f"processors[{index}]: {processor.__qualname__} is a class: give an instance "
+                "(in a config file, the import string of an instance or of a function)"
+            )
+        if not callable(processor):
+            raise TypeError(f"processors[{index}]: {processor!r} is not callable")
+    return list(processors)

@@ -7,15 +7,14 @@ Processors usable in a hand-built chain too (``asgikit.logging`` re-exports them
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterable, Iterator
 from typing import IO, Final
 
-import structlog
 from structlog.typing import EventDict, ExcInfo, WrappedLogger
 
 from asgikit.logging.names import ACCESS_FIELDS, HTTP_EVENT, WEBSOCKET_EVENT, Field
+from asgikit.logging.tracebacks import full_traceback, short_traceback
 
 __all__ = [
     "CONSOLE_DETAILS",
@@ -98,15 +97,14 @@ def _messages(exc: BaseException | None) -> Iterator[str]:
             pending += current.exceptions
 
 
-def escaped_traceback(sio: IO[str], exc_info: ExcInfo) -> None:
-    """structlog's plain traceback, with control characters escaped.
+def escaped_traceback(sio: IO[str], exc_info: ExcInfo, *, short: bool = False) -> None:
+    """The traceback, with control characters escaped: structlog's plain one, or with
+    ``short=True`` the short one of ``asgikit.logging.tracebacks``.
 
     The traceback keeps its own line breaks; those inside exception messages and notes,
     which may quote what a client sent, are escaped like any other control character.
     """
-    buffer = io.StringIO()
-    structlog.dev.plain_traceback(buffer, exc_info)
-    text = buffer.getvalue()
+    text = "\n" + (short_traceback if short else full_traceback)(exc_info)
     for message in _messages(exc_info[1]):
         if "\n" in message:
             text = text.replace(message, message.translate(_ESCAPES))

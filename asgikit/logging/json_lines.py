@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 import structlog
 from structlog.typing import EventDict, WrappedLogger
+
+from asgikit.logging.tracebacks import full_traceback, short_traceback
 
 __all__ = ["JSONRenderer", "UTCTimeStamper"]
 
@@ -41,25 +43,26 @@ def _json_fallback(value: Any) -> Any:
     return repr(value)
 
 
-_format_exc_info: Final = structlog.processors.format_exc_info
-
-
 class JSONRenderer:
     """Render the event as one JSON object with msgspec: bytes, or str for ``logging``.
 
-    An ``exc_info`` is first rendered as text under ``exception`` by structlog's
-    ``format_exc_info``, called only for the events that carry one: a processor of its
-    own in the chain would cost every event a call.
+    An ``exc_info`` is first rendered as text under ``exception``, only for the events
+    that carry one (a processor of its own in the chain would cost every event a call):
+    the short traceback of ``asgikit.logging.tracebacks``, or with ``short=False`` the
+    whole one, as structlog's ``format_exc_info`` writes it.
     """
 
-    __slots__ = ("_encode", "_text")
+    __slots__ = ("_encode", "_format_exc_info", "_text")
 
-    def __init__(self, *, text: bool) -> None:
+    def __init__(self, *, text: bool, short: bool = True) -> None:
         self._encode = msgspec.json.Encoder(enc_hook=_json_fallback).encode
         self._text = text
+        self._format_exc_info = structlog.processors.ExceptionRenderer(
+            short_traceback if short else full_traceback
+        )
 
     def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> bytes | str:
         if "exc_info" in event_dict:
-            event_dict = _format_exc_info(logger, name, event_dict)
+            event_dict = self._format_exc_info(logger, name, event_dict)
         line = self._encode(event_dict)
         return line.decode("utf-8") if self._text else line

@@ -9,4 +9,5 @@ urlpatterns = [
     path("items/<str:item_id>", views.item),
     path("echo", views.echo),
     path("document", views.document),
+    path("fail", views.fail),
 ]

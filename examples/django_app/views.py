@@ -24,3 +24,8 @@ async def echo(request: HttpRequest) -> HttpResponse:
 
 async def document(request: HttpRequest) -> HttpResponse:
     return JsonResponse(DOCUMENT, safe=False)
+
+
+async def fail(request: HttpRequest) -> HttpResponse:
+    """Raises: Django answers 500 and logs the traceback through ``django.request``."""
+    raise RuntimeError("the example fails on purpose")

@@ -15,7 +15,13 @@ import structlog
 from opentelemetry.trace import SpanContext
 
 from asgikit.fields import LineBuilder
-from asgikit.logging import HTTP_EVENT, WEBSOCKET_EVENT, Field, structlog_contextvar
+from asgikit.logging import (
+    HTTP_EVENT,
+    WEBSOCKET_EVENT,
+    Field,
+    structlog_contextvar,
+    traceback_written,
+)
 from asgikit.observe import (
     Exchange,
     WebSocketExchange,
@@ -328,6 +334,9 @@ class AccessLogMiddleware:
             # The app's exception is the one that propagates; this one is only reported.
             print("asgikit: the access log line could not be written:", file=sys.stderr)
             traceback.print_exc(file=sys.stderr)
+            return
+        if error is not None and "exc_info" in fields:
+            traceback_written(error)  # the server's own copy of it is dropped
 
     def _logging_methods(self) -> dict[int, Any]:
         """The logger's methods by level when its ``bind()`` is one fixed logger, else {}.
