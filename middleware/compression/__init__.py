@@ -41,31 +41,32 @@ DEFAULT_ENCODINGS: Final = ENCODINGS
 
 _ZEROCOPY: Final = "http.response.zerocopysend"
 _PATHSEND: Final = "http.response.pathsend"
+_DEFAULT_GZIP_LEVEL: Final = 6
 
 
 class _State(enum.Enum):
     """Where one response is.
 
-    ``send_compressed`` keeps the state while the response needs no object of its own
-    (the usual response: a start, then one body message); a ``_Response`` takes over from
-    a second body message on, or from the start of an event stream, and keeps its own::
+    The start of a response to compress is held until its first body message, which
+    decides; never longer. ``send_compressed`` keeps the state while the response needs
+    no object of its own (the usual response: a start, then one body message); a
+    ``_Response`` takes over from any other first message on, and keeps its own::
 
         START --a start left alone (small, its type, status or fields; identity)--> PASSING
         START --a start to compress--> HELD --its one, final body message--> PASSING
                                        HELD --anything else--> STREAMED
-        START --the start of an event stream or NDJSON--> STREAMED
+        START --no Content-Length, and an event stream or NDJSON, or flush="always"
+                (unless pathsend is offered)--> STREAMED (the encoded start sent at once)
 
         in the _Response:
-        BUFFERING --minimum_size buffered, an event stream, flush="always"--> COMPRESSING
-        BUFFERING --the final body message--> PASSING (compressed in one call, or not)
-        BUFFERING --pathsend or an unknown message--> PASSING (declined)
+        HELD --a body message with more to come--> COMPRESSING (from that first chunk)
+        HELD --pathsend or an unknown message--> PASSING (declined: the start as it was)
         COMPRESSING --the final body message--> PASSING
     """
 
     START = "before http.response.start"
     HELD = "the start held; its first body message decides"
-    STREAMED = "more than one body message: a _Response handles the rest"
-    BUFFERING = "the start held; body chunks buffered until the verdict"
+    STREAMED = "not one final body after the start: a _Response handles the rest"
     COMPRESSING = "the encoded start sent; every chunk compressed and flushed"
     PASSING = "what is left goes as it is"
 
@@ -76,7 +77,6 @@ class _State(enum.Enum):
 _START: Final = _State.START
 _HELD: Final = _State.HELD
 _STREAMED: Final = _State.STREAMED
-_BUFFERING: Final = _State.BUFFERING
 _COMPRESSING: Final = _State.COMPRESSING
 _PASSING: Final = _State.PASSING
 
@@ -113,6 +113,16 @@ def _without_zerocopy(scope: Scope, extensions: dict[str, object]) -> Scope:
     return derive_scope(scope, {"extensions": others})
 
 
+def _gzip_level(gzip_level: int, compresslevel: int | None) -> int:
+    """gzip_level, or Starlette's compresslevel for it: a compatibility alias, no warning
+    (a switch from Starlette's GZipMiddleware is one line); both given is an error."""
+    if compresslevel is None:
+        return bounded_int(gzip_level, "gzip_level", 1, 9)
+    if gzip_level != _DEFAULT_GZIP_LEVEL:
+        raise TypeError("compresslevel is Starlette's name for gzip_level: give one of them")
+    return bounded_int(compresslevel, "compresslevel", 1, 9)
+
+
 class CompressionMiddleware:
     """Compress responses with zstd, br or gzip, as the client's ``Accept-Encoding`` allows.
 
@@ -128,14 +138,19 @@ class CompressionMiddleware:
         zstd_level: zstd level, up to 22; negative levels trade ratio for speed.
         compressible_types: Media types (``application/json``), wildcards (``text/*``)
             and suffixes (``+json``) worth compressing.
+        exclude_content_types: Media types never compressed, though compressible_types
+            lists them; as Starlette's GZipMiddleware option (parameters ignored).
         exclude_paths: Path prefixes never compressed (``/metrics`` covers
             ``/metrics/...``).
-        flush: ``"auto"`` holds the first chunks of a streamed response until
-            ``minimum_size`` bytes (or its end) to decide, except event streams and
-            NDJSON, which go at once; ``"always"`` never holds a chunk back.
+        flush: When a response without ``Content-Length`` starts out. ``"auto"`` holds
+            its start until the first body message, which decides (a stream is
+            compressed from its first chunk, whatever its size), except event streams
+            and NDJSON, whose start goes at once; ``"always"`` sends every such start at
+            once, committed to compressing.
         thread_minimum_size: Chunks of at least this many bytes are compressed in a
             worker thread, so the event loop is not blocked; None: never.
         skip_set_cookie: Leave responses that set cookies uncompressed (BREACH).
+        compresslevel: Starlette's GZipMiddleware name for gzip_level, accepted as it.
 
     Raises:
         TypeError, ValueError: An option is invalid (at start-up, never per request).
@@ -162,19 +177,21 @@ class CompressionMiddleware:
         *,
         minimum_size: int = 500,
         encodings: str | Iterable[str] = DEFAULT_ENCODINGS,
-        gzip_level: int = 6,
+        gzip_level: int = _DEFAULT_GZIP_LEVEL,
         brotli_quality: int = 4,
         zstd_level: int = 3,
         compressible_types: str | Iterable[str] = DEFAULT_COMPRESSIBLE_TYPES,
+        exclude_content_types: str | Iterable[str] = (),
         exclude_paths: str | Iterable[str] = (),
         flush: Literal["auto", "always"] = "auto",
         thread_minimum_size: int | None = 128 * 1024,
         skip_set_cookie: bool = False,
+        compresslevel: int | None = None,
     ) -> None:
         self.app = app
         self.minimum_size = bounded_int(minimum_size, "minimum_size", 0)
         levels = {
-            "gzip_level": bounded_int(gzip_level, "gzip_level", 1, 9),
+            "gzip_level": _gzip_level(gzip_level, compresslevel),
             "brotli_quality": bounded_int(brotli_quality, "brotli_quality", 0, 11),
             "zstd_level": bounded_int(zstd_level, "zstd_level", -(2**17), 22),
         }
@@ -184,7 +201,9 @@ class CompressionMiddleware:
         types = string_list(compressible_types, "compressible_types")
         if not types:
             raise ValueError("compressible_types is empty: nothing would ever be compressed")
-        self._content_kind = functools.lru_cache(maxsize=256)(ContentTypes(types).kind)
+        excluded_types = string_list(exclude_content_types, "exclude_content_types")
+        kinds = ContentTypes(types, excluded_types)
+        self._content_kind = functools.lru_cache(maxsize=256)(kinds.kind)
         excluded = PathMatcher(exclude_paths)
         self._excluded = excluded if excluded else None
         if flush not in ("auto", "always"):
@@ -217,7 +236,7 @@ class CompressionMiddleware:
             scope = _without_zerocopy(scope, extensions)
         state = _START  # see _State
         held: _Held | None = None  # while HELD
-        response: _Response | None = None  # from STREAMED on
+        response: _Response | None = None  # while STREAMED
 
         # A plain function returning the downstream awaitable is a valid ASGI send, with
         # no coroutine frame per message: docs/architecture.md, Speed (0.14 µs a layer).
@@ -232,21 +251,34 @@ class CompressionMiddleware:
                 if not isinstance(verdict, tuple):  # the start to send, as it is or varying
                     state = _PASSING
                     return send(verdict)
-                if verdict[3] != STREAM_AT_ONCE:
+                if verdict[1] >= 0 or not self._starts_at_once(verdict, scope):
                     held, state = verdict, _HELD
                     return _nothing()
-                response, state = _Response(self, verdict, send, scope), _STREAMED
-                return response.opening()
+                response, state = _Response(verdict, send, self._thread_size), _STREAMED
+                return response.begin(None)
             if state is _HELD:
                 assert held is not None
                 if message["type"] == "http.response.body" and not message.get("more_body"):
                     state = _PASSING
                     return self._whole(held, send, message, message.get("body", b""), scope)
-                response, state = _Response(self, held, send, scope), _STREAMED
+                response, state = _Response(held, send, self._thread_size), _STREAMED
             assert response is not None
             return response.send(message)
 
         await self.app(scope, receive, send_compressed)
+
+    def _starts_at_once(self, held: _Held, scope: Scope) -> bool:
+        """Is the start of a response to compress sent at once, committed to compressing?
+
+        Only without Content-Length (a known length is sent whole, with its compressed
+        length), for an event stream or under flush="always"; not where the server offers
+        pathsend, which has to go with the start untouched.
+        """
+        return (
+            held[1] < 0
+            and (held[3] == STREAM_AT_ONCE or self._flush_always)
+            and _PATHSEND not in (scope.get("extensions") or ())
+        )
 
     def _judge_start(self, message: Message, scope: Scope) -> Message | _Held:
         """The start to send now (as it is, or varying on Accept-Encoding), or held."""
@@ -324,62 +356,53 @@ class CompressionMiddleware:
 
 
 class _Response:
-    """A response that is more than one body message: buffered, streamed or declined."""
+    """A response past its held start: a stream compressed chunk by chunk, each flushed so
+    whatever the client has received decodes on arrival; or one declined as it is."""
 
-    __slots__ = (
-        "buffered",
-        "chunks",
-        "down",
-        "held",
-        "kind",
-        "middleware",
-        "scope",
-        "state",
-        "stream",
-    )
+    __slots__ = ("down", "held", "state", "stream", "thread_size")
 
     stream: Stream
 
-    def __init__(
-        self, middleware: CompressionMiddleware, held: _Held, down: Send, scope: Scope
-    ) -> None:
-        self.middleware = middleware
+    def __init__(self, held: _Held, down: Send, thread_size: int) -> None:
         self.held = held
-        self.kind = held[3]
         self.down = down
-        self.scope = scope
-        self.state = _BUFFERING
-        self.chunks: list[bytes] = []
-        self.buffered = 0
+        self.thread_size = thread_size
+        self.state = _HELD
 
-    def opening(self) -> Awaitable[None]:
-        """After the start of an event stream: committed at once when its length is
-        unknown, so the client sees the headers before the first event; but where the
-        server offers pathsend, which must go with the start untouched, at its first body."""
-        if self.held[1] < 0 and _PATHSEND not in self.scope.get("extensions", ()):
-            return self._begin(None)
-        return _nothing()
+    async def begin(self, message: Message | None) -> None:
+        """Send the encoded start, then ``message`` (the first body message), if any."""
+        start, length, codec, _ = self.held
+        self.stream = codec.stream(length)
+        self.state = _COMPRESSING
+        await self.down(
+            {**start, "headers": encoded_fields(start.get("headers", ()), codec.header)}
+        )
+        if message is not None:
+            await self.send(message)
 
     def send(self, message: Message) -> Awaitable[None]:
         state = self.state
-        if state is _PASSING:
-            return self.down(message)
-        if message["type"] != "http.response.body":
-            if state is _BUFFERING:
-                return self._decline(message)
+        if state is _HELD:  # the first message after the start, not a final body
+            if message["type"] == "http.response.body":
+                # A stream: compressed from its first chunk, whatever its size, so the
+                # start waits no longer than the app takes to send a first body message.
+                return self.begin(message)
+            self.state = _PASSING
+            return self._decline(message)
+        if state is _PASSING or message["type"] != "http.response.body":
             return self.down(message)  # trailers, push, debug, unknown: in order, untouched
-        if state is _BUFFERING:
-            return self._hold(message)
         # Compressing: a plain call returning the downstream awaitable, no coroutine.
         body = message.get("body", b"")
         if message.get("more_body", False):
             if not body:
-                return _nothing()  # an empty chunk has nothing to flush: all before it was
+                # Nothing to compress (all before it was flushed); forwarded all the same,
+                # so the server gets a message for every message the app sent.
+                return self.down(message)
             step = self.stream.compress
         else:
             step = self.stream.finish
             self.state = _PASSING
-        if len(body) >= self.middleware._thread_size:
+        if len(body) >= self.thread_size:
             return self._send_from_thread(step, message, body)
         return self.down({**message, "body": step(body)})
 
@@ -388,50 +411,7 @@ class _Response:
     ) -> None:
         await self.down({**message, "body": await _in_thread(step, body)})
 
-    def _take_buffer(self, body: bytes) -> bytes:
-        chunks = self.chunks
-        if not chunks:
-            return body
-        chunks.append(body)
-        self.chunks = []
-        self.buffered = 0
-        return b"".join(chunks)
-
-    async def _hold(self, message: Message) -> None:
-        middleware = self.middleware
-        body = message.get("body", b"")
-        if message.get("more_body", False):
-            if body:
-                self.chunks.append(body)
-                self.buffered += len(body)
-            if (
-                self.buffered >= middleware.minimum_size
-                or self.kind == STREAM_AT_ONCE
-                or middleware._flush_always
-            ):
-                await self._begin(message)
-            return
-        self.state = _PASSING
-        whole = self._take_buffer(body)
-        await middleware._whole(self.held, self.down, message, whole, self.scope)
-
-    async def _begin(self, message: Message | None) -> None:
-        """Send the encoded start and what was buffered; compress from here on."""
-        start, length, codec, _ = self.held
-        fields = encoded_fields(start.get("headers", ()), codec.header)
-        self.stream = codec.stream(length)
-        self.state = _COMPRESSING
-        await self.down({**start, "headers": fields})
-        if message is not None:
-            data = self._take_buffer(b"")
-            if data:
-                await self.send({**message, "body": data})
-
     async def _decline(self, message: Message) -> None:
-        """pathsend, or an unknown message, before the verdict: the response goes as it is."""
-        self.state = _PASSING
+        """pathsend, or an unknown message, before the first body: the response as it is."""
         await self.down(self.held[0])
-        if self.chunks:
-            data = self._take_buffer(b"")
-            await self.down({"type": "http.response.body", "body": data, "more_body": True})
         await self.down(message)

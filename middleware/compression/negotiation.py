@@ -9,7 +9,7 @@ negotiation and content-type answers in bounded LRUs: browsers send a handful of
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 from asgikit.headers import add_vary, header_tokens, parse_qlist
 
@@ -95,19 +95,15 @@ _NEVER_PREFIX: Final = b"application/grpc"
 _OWS: Final = b" \t"
 
 
-class ContentTypes:
-    """The compressible-type allowlist, compiled from the option's entries.
+class _MediaRanges(NamedTuple):
+    """Media types, type wildcards and structured-syntax suffixes, to match against."""
 
-    Args:
-        entries: Media types, ``type/*`` wildcards, ``*/*``, or ``+suffix`` entries.
+    exact: frozenset[bytes]
+    types: frozenset[bytes]
+    suffixes: tuple[bytes, ...]
 
-    Raises:
-        ValueError: An entry is none of those.
-    """
-
-    __slots__ = ("exact", "suffixes", "types")
-
-    def __init__(self, entries: Iterable[str]) -> None:
+    @classmethod
+    def parse(cls, entries: Iterable[str], option: str) -> _MediaRanges:
         exact: set[bytes] = set()
         types: set[bytes] = set()
         suffixes: list[bytes] = []
@@ -119,18 +115,45 @@ class ContentTypes:
             main, slash, sub = value.partition("/")
             if not slash or not _is_token(main) or not (_is_token(sub) or sub == "*"):
                 raise ValueError(
-                    f"compressible_types entry {entry!r} is not a media type (text/html), a "
+                    f"{option} entry {entry!r} is not a media type (text/html), a "
                     "type wildcard (text/*) or a structured-syntax suffix (+json)"
                 )
             if main == "*" and sub != "*":
-                raise ValueError(f"compressible_types entry {entry!r}: only */* may start with *")
+                raise ValueError(f"{option} entry {entry!r}: only */* may start with *")
             if sub == "*":
                 types.add(main.encode("ascii"))
             else:
                 exact.add(value.encode("ascii"))
-        self.exact = frozenset(exact)
-        self.types = frozenset(types)
-        self.suffixes = tuple(suffixes)
+        return cls(frozenset(exact), frozenset(types), tuple(suffixes))
+
+    def match(self, media: bytes, main: bytes, sub: bytes) -> bool:
+        return (
+            media in self.exact
+            or main in self.types
+            or b"*" in self.types
+            or sub.endswith(self.suffixes)
+        )
+
+
+class ContentTypes:
+    """The compressible-type allowlist, less the exclusions, compiled from the options.
+
+    Args:
+        entries: Media types, ``type/*`` wildcards, ``*/*``, or ``+suffix`` entries.
+        exclude: Entries of the same kinds, never compressed though ``entries`` match;
+            parameters are ignored (``text/html; charset=utf-8``), as Starlette's
+            GZipMiddleware ignores them in its ``exclude_content_types``.
+
+    Raises:
+        ValueError: An entry is none of those.
+    """
+
+    __slots__ = ("_allowed", "_excluded")
+
+    def __init__(self, entries: Iterable[str], exclude: Iterable[str] = ()) -> None:
+        self._allowed = _MediaRanges.parse(entries, "compressible_types")
+        bare = [entry.partition(";")[0] for entry in exclude]
+        self._excluded = _MediaRanges.parse(bare, "exclude_content_types") if bare else None
 
     def kind(self, content_type: bytes) -> int:
         """``SKIP``, ``COMPRESS`` or ``STREAM_AT_ONCE`` for a ``Content-Type`` value."""
@@ -138,12 +161,10 @@ class ContentTypes:
         main, slash, sub = media.partition(b"/")
         if not slash or not main or not sub or media.startswith(_NEVER_PREFIX):
             return SKIP
-        if (
-            media in self.exact
-            or main in self.types
-            or b"*" in self.types
-            or sub.endswith(self.suffixes)
-        ):
+        excluded = self._excluded
+        if excluded is not None and excluded.match(media, main, sub):
+            return SKIP
+        if self._allowed.match(media, main, sub):
             return STREAM_AT_ONCE if media in STREAMING_TYPES else COMPRESS
         return SKIP
 

@@ -48,8 +48,8 @@ def _vary_with_origin(value: bytes) -> bytes:
     return add_vary(((_VARY, value),), _VARY_ORIGIN)[0][1]
 
 
-def _with_cors(headers: Iterable[Header], extra: tuple[Header, ...], vary: bool) -> list[Header]:
-    """A new header list: the app's without the fields we own, ours, and ``Vary``.
+def _with_cors(headers: Iterable[Header], extra: tuple[Header, ...]) -> list[Header]:
+    """A new header list: the app's without the fields we own, ours, and ``Vary: Origin``.
 
     One pass over the fields, and a single ``Vary`` field merged through a cache:
     bench_cors-style A/B, a response with ``Vary: Accept-Encoding`` (what compression
@@ -66,8 +66,6 @@ def _with_cors(headers: Iterable[Header], extra: tuple[Header, ...], vary: bool)
             vary_at = len(result) if vary_at == -1 else -2
         result.append(field)
     result.extend(extra)
-    if not vary:
-        return result
     if vary_at == -1:  # what add_vary does without a Vary field
         result.append(_ADDED_VARY)
     elif vary_at >= 0 and len(value := result[vary_at][1]) <= _CACHEABLE_VARY_BYTES:
@@ -111,7 +109,7 @@ class CORSMiddleware:
         TypeError: An option has the wrong type.
     """
 
-    __slots__ = ("_all_public", "_check_websockets", "_default", "_logger", "_select", "app")
+    __slots__ = ("_check_websockets", "_default", "_logger", "_select", "app")
 
     def __init__(
         self,
@@ -148,18 +146,15 @@ class CORSMiddleware:
         self._select = PathTable(paths, self._default, "policies").match if paths else None
         every = [self._default, *(policy for _, policy in paths)]
         self._check_websockets = any(policy.check_websocket_origin for policy in every)
-        self._all_public = all(policy.public for policy in every)
         self._logger = structlog.get_logger("asgikit.cors")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self._not_http(scope, receive, send)
         origin = get_header(scope["headers"], _ORIGIN)
-        select = self._select
-        if origin is None:  # not a CORS request
-            if self._all_public or (select is not None and select(scope["path"]).public):
-                return await self.app(scope, receive, send)  # nothing varies
-
+        if origin is None:
+            # Not a CORS request, but its response is not the one a CORS request gets
+            # (no Access-Control-Allow-Origin), so a cache must tell the two apart: Vary.
             # A plain function returning the downstream awaitable is a valid ASGI send,
             # with no coroutine frame per message: docs/architecture.md, Speed.
             def send_with_vary(message: Message) -> Awaitable[None]:
@@ -169,6 +164,7 @@ class CORSMiddleware:
                 return send(message)
 
             return await self.app(scope, receive, send_with_vary)
+        select = self._select
         policy = self._default if select is None else select(scope["path"])
         if (
             scope["method"] == "OPTIONS"
@@ -178,11 +174,10 @@ class CORSMiddleware:
         extra, denied = policy.actual(origin)
         if denied and policy.report_only:
             self._report("request", scope, origin, "origin not allowed")
-        vary = not policy.public
 
         def send_with_cors(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
-                cors_headers = _with_cors(message.get("headers", ()), extra, vary)
+                cors_headers = _with_cors(message.get("headers", ()), extra)
                 message = {**message, "headers": cors_headers}
             return send(message)
 

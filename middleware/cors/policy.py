@@ -45,7 +45,20 @@ _ACMA: Final = b"access-control-max-age"
 _ACAPN: Final = b"access-control-allow-private-network"
 _ACRH: Final = b"access-control-request-headers"
 _TRUE: Final = b"true"
-_PREFLIGHT_VARY: Final = b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
+# Starlette's value, every name a preflight answer may depend on (the private-network one
+# too, though without allow_private_network the answer does not depend on it: harmless).
+_PREFLIGHT_VARY: Final = (
+    b"vary",
+    b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers, "
+    b"Access-Control-Request-Private-Network",
+)
+# An allowed preflight gets 200 "OK", as from Starlette: any 2xx does for browsers, and
+# tests written against Starlette's middleware check for this one.
+_ALLOWED_BODY: Final = b"OK"
+_ALLOWED_HEADERS: Final = (
+    (b"content-type", b"text/plain; charset=utf-8"),
+    (b"content-length", b"%d" % len(_ALLOWED_BODY)),
+)
 _SAFELISTED: Final = frozenset(h.lower() for h in SAFELISTED_HEADERS)
 _DENIED_HEADERS: Final = (
     (b"content-type", b"text/plain; charset=utf-8"),
@@ -93,11 +106,9 @@ class Policy:
         "_methods_value",
         "_origins",
         "_preflight_cached",
-        "_preflight_vary",
         "_private_network",
         "check_websocket_origin",
         "credentials",
-        "public",
         "report_only",
     )
 
@@ -137,7 +148,6 @@ class Policy:
                 raise type(exc)(f"{where}{exc}") from None
             raise
         self.credentials = settings.credentials
-        self.public = self._origins.public
         self.check_websocket_origin = settings.check_websocket_origin
         self.report_only = settings.report_only
         extra: list[Header] = []
@@ -151,7 +161,7 @@ class Policy:
         self._preflight_cached = functools.lru_cache(maxsize=_CACHE_SIZE)(self._judge_preflight)
 
     def _setup_preflight(self, settings: Settings) -> None:
-        """Precompute the preflight answer's parts: methods, headers, max age, Vary."""
+        """Precompute the preflight answer's parts: methods, headers, max age."""
         methods = settings.methods
         self._any_method = "*" in methods and not settings.credentials
         if "*" in methods:
@@ -168,10 +178,6 @@ class Policy:
         self._headers_value = ", ".join(named).encode("ascii")
         self._max_age = str(settings.max_age).encode("ascii")
         self._private_network = settings.private_network
-        vary = _PREFLIGHT_VARY
-        if settings.private_network:
-            vary += b", Access-Control-Request-Private-Network"
-        self._preflight_vary: Header = (b"vary", vary)
 
     # ---- origins ---------------------------------------------------------------------
 
@@ -243,7 +249,7 @@ class Policy:
         if reason is not None and not self.report_only:
             body = f"CORS preflight denied: {reason}".encode()
             denied = (*_DENIED_HEADERS, (b"content-length", b"%d" % len(body)))
-            return Preflight(403, (*denied, self._preflight_vary), body, reason)
+            return Preflight(403, (*denied, _PREFLIGHT_VARY), body, reason)
 
         # Allowed, or denied in report-only mode: answered as if all that was asked were.
         answer: list[Header] = [(_ACAO, allow_origin)]
@@ -256,8 +262,8 @@ class Policy:
         if private_network and self._private_network:
             answer.append((_ACAPN, _TRUE))
         answer.append((_ACMA, self._max_age))
-        answer.append(self._preflight_vary)
-        return Preflight(204, tuple(answer), b"", reason)
+        answer.append(_PREFLIGHT_VARY)
+        return Preflight(200, (*answer, *_ALLOWED_HEADERS), _ALLOWED_BODY, reason)
 
 
 def path_policies(policies: object) -> list[tuple[str, Policy]]:

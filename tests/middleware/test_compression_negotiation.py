@@ -176,6 +176,26 @@ def test_custom_content_types() -> None:
     assert everything.kind(b"application/grpc") == SKIP  # never, whatever the list says
 
 
+def test_excluded_content_types_win_over_the_allowlist() -> None:
+    types = ContentTypes(
+        DEFAULT_COMPRESSIBLE_TYPES,
+        ["Text/CSV; charset=utf-8", "application/*", "+xml", "text/event-stream"],
+    )
+    assert types.kind(b"text/csv") == SKIP
+    assert types.kind(b"application/json") == SKIP
+    assert types.kind(b"image/svg+xml") == SKIP
+    assert types.kind(b"text/event-stream; charset=utf-8") == SKIP
+    assert types.kind(b"text/html") == COMPRESS
+    assert types.kind(b"application/x-ndjson") == SKIP
+    assert ContentTypes(["*/*"], ["*/*"]).kind(b"text/html") == SKIP
+
+
+@pytest.mark.parametrize("entry", ["zip", "*/zip", "text/ html", "a b/c"])
+def test_bad_excluded_content_type_entries(entry: str) -> None:
+    with pytest.raises(ValueError, match="exclude_content_types entry"):
+        ContentTypes(DEFAULT_COMPRESSIBLE_TYPES, [entry])
+
+
 @pytest.mark.parametrize("entry", ["text", "*/json", "+", "text/ html", "text/html; q=1", "a b/c"])
 def test_bad_content_type_entries(entry: str) -> None:
     with pytest.raises(ValueError, match="compressible_types entry"):

@@ -139,7 +139,7 @@ def test_large_preflights_are_answered_but_not_cached() -> None:
     policy = Policy(allow_origins=["https://a.example.com"], allow_headers="*")
     requested = b",".join(b"x-header-%d" % i for i in range(200))
     answer = policy.preflight(b"https://a.example.com", b"GET", requested, False)
-    assert answer.status == 204
+    assert answer.status == 200
     assert (b"access-control-allow-headers", requested) in answer.headers
     assert policy.preflight(b"https://a.example.com", b"GET", requested, False) is not answer
     again = policy.preflight(b"https://a.example.com", b"GET", b"x-a", False)
