@@ -996,3 +996,45 @@ def test_uvicorns_websocket_access_lines_go_with_the_servers_access_log() -> Non
     logging.getLogger("uvicorn.access").info('127.0.0.1:5000 - "GET / HTTP/1.1" 200')
     server.info("Shutting down")
     assert events_of(buffer) == ["Shutting down"]
+
+
+# The file is left for logging to close: nothing else may hold it (that is the case).
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("stdlib", [True, False])
+def test_json_to_a_file_the_caller_opened_keeps_writing_after_collection(
+    tmp_path: Path, stdlib: bool
+) -> None:
+    """Only the file object's buffer was kept: once the file object was collected it
+    closed the buffer, and every line after raised ``ValueError: write to closed file``."""
+    import gc
+
+    path = tmp_path / "app.jsonl"
+    configure(format="json", stdlib=stdlib, stream=open(path, "a"))  # noqa: SIM115 - kept by logging
+    gc.collect()
+    structlog.get_logger().info("first")
+    gc.collect()
+    structlog.get_logger().info("second")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["event"] for line in lines] == ["first", "second"]
+
+
+@pytest.mark.parametrize("tracebacks", ["short", "full"])
+def test_newlines_inside_exception_groups_cannot_start_a_line_of_their_own(
+    tracebacks: Any,
+) -> None:
+    """The traceback module writes a group's messages with its margin (``  | ``) after
+    each line break: a search for the message as raised missed them."""
+    stream = io.StringIO()
+    configure(format="console", stream=stream, colors=False, tracebacks=tracebacks)
+    inner = ExceptionGroup("nested\n- FAKE nested", [KeyError("k")])
+    group = ExceptionGroup("group\nFAKE group", [ValueError("inner\nFAKE inner"), inner])
+    group.add_note("note\nFAKE note")
+    try:
+        raise group
+    except ExceptionGroup:
+        structlog.get_logger().exception("boom")
+    lines = stream.getvalue().splitlines()
+    assert not [line for line in lines if line.lstrip(" |+-").startswith("FAKE")]
+    for escaped in ("group\\nFAKE group", "inner\\nFAKE inner", "note\\nFAKE note"):
+        assert any(escaped in line for line in lines), escaped

@@ -166,11 +166,16 @@ def _console_output(stream: TextIO, colors: bool | None, short: bool) -> _Output
     )
 
 
-def _json_output(stream: TextIO, short: bool) -> _Output:
+def _json_output(given: TextIO | None, short: bool) -> _Output:
     # structlog's own production recipe, with a cheaper timestamp.
     text_render: list[Processor] = [JSONRenderer(text=True, short=short)]
     render: list[Processor] = text_render
-    binary = _binary_stream(stream)
+    stream = sys.stdout if given is None else given
+    # Bytes straight to stdout's buffer (no encoding step). A stream the caller gave is
+    # written as text: the loggers must hold the text stream itself, since a file object
+    # nothing else refers to closes its buffer when it is collected, and text written
+    # to it elsewhere must not overtake lines still in its buffer.
+    binary = _binary_stream(stream) if given is None else None
     logger_factory: Any
     if binary is None:
         logger_factory = structlog.WriteLoggerFactory(file=stream)
@@ -240,7 +245,7 @@ def configure(
     if format == "console":
         output = _console_output(console_stream, colors, short)
     else:
-        output = _json_output(stream if stream is not None else sys.stdout, short)
+        output = _json_output(stream, short)
     shared: list[Processor] = [
         merge_contextvars,
         structlog.processors.add_log_level,

@@ -8,7 +8,7 @@ Processors usable in a hand-built chain too (``asgikit.logging`` re-exports them
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Final
 
 from structlog.typing import EventDict, ExcInfo, WrappedLogger
@@ -97,6 +97,20 @@ def _messages(exc: BaseException | None) -> Iterator[str]:
             pending += current.exceptions
 
 
+def _as_written(message: str) -> re.Pattern[str]:
+    """*message* as the traceback module writes it: inside an exception group each of
+    its line breaks is followed by the group's margin (``  | ``, ``+-+``), nested too."""
+    lines = message.split("\n")
+    return re.compile(
+        re.escape(lines[0]) + "".join(r"\n[ \t|+-]*" + re.escape(line) for line in lines[1:])
+    )
+
+
+def _escaped(message: str) -> Callable[[re.Match[str]], str]:
+    escaped = message.translate(_ESCAPES)
+    return lambda match: escaped
+
+
 def escaped_traceback(sio: IO[str], exc_info: ExcInfo, *, short: bool = False) -> None:
     """The traceback, with control characters escaped: structlog's plain one, or with
     ``short=True`` the short one of ``asgikit.logging.tracebacks``.
@@ -107,7 +121,7 @@ def escaped_traceback(sio: IO[str], exc_info: ExcInfo, *, short: bool = False) -
     text = "\n" + (short_traceback if short else full_traceback)(exc_info)
     for message in _messages(exc_info[1]):
         if "\n" in message:
-            text = text.replace(message, message.translate(_ESCAPES))
+            text = _as_written(message).sub(_escaped(message), text)
     sio.write(text.translate(_ESCAPES_KEEP_NEWLINE))
 
 
