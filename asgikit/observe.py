@@ -62,6 +62,17 @@ class _Outcome:
 
     error: BaseException | None
     gone: OSError | None
+    status: int | None
+    disconnected: bool
+
+    def client_status(self) -> int | None:
+        """The status the client got: the response's, else 500 when the app raised an
+        exception before answering while the client was still there (what every ASGI
+        server then answers), else None. The access log and the span both report it."""
+        status = self.status
+        if status is None and isinstance(self.error, Exception) and not self.disconnected:
+            return 500
+        return status
 
     def caught(self, exc: BaseException) -> None:
         """Keep *exc*, raised by the app called with this exchange, in ``error``; unless

@@ -17,8 +17,8 @@ from starlette.responses import StreamingResponse
 
 from asgikit.middleware.access_log import AccessLogMiddleware
 from asgikit.middleware.tracing import TracingMiddleware
-from asgikit.testing import http_scope
-from asgikit.types import Message
+from asgikit.testing import http_scope, request
+from asgikit.types import Message, Receive, Scope, Send
 
 pytestmark = pytest.mark.anyio
 
@@ -70,3 +70,28 @@ async def test_a_stream_cancelled_inside_its_final_send_is_logged_complete() -> 
     assert span.attributes["http.response.status_code"] == 200
     assert "error.type" not in span.attributes
     assert span.status.status_code is not StatusCode.ERROR
+
+
+@pytest.mark.parametrize("raises", ["before", "after"])
+async def test_the_span_and_the_line_report_the_status_the_client_got(raises: str) -> None:
+    """An app that raised before answering: the server answers 500, and both say so (the
+    span had no status code). After answering: the status it sent, on both."""
+
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        if raises == "after":
+            await send({"type": "http.response.start", "status": 201, "headers": []})
+        raise RuntimeError("the app failed")
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = AccessLogMiddleware(TracingMiddleware(failing, tracer_provider=provider))
+    with structlog.testing.capture_logs() as lines:
+        await request(app, raise_app_exceptions=False)
+    [line] = [line for line in lines if line["event"] == "http.request"]
+    [span] = exporter.get_finished_spans()
+    assert span.attributes is not None
+    expected = 500 if raises == "before" else 201
+    assert line["http.response.status_code"] == expected
+    assert span.attributes["http.response.status_code"] == expected
+    assert span.attributes["error.type"] == line["error.type"] == "RuntimeError"

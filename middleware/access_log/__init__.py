@@ -376,7 +376,7 @@ class AccessLogMiddleware:
 
     def _log_websocket(self, scope: Scope, duration: float, ws: WebSocketExchange) -> None:
         status, close_code, error, disconnected = (
-            ws.status,
+            ws.client_status(),
             ws.close_code,
             ws.error,
             ws.disconnected,
@@ -385,12 +385,7 @@ class AccessLogMiddleware:
         floor: int | None = None
         if error is not None:
             error_type = type(error).__qualname__
-            if isinstance(error, Exception):
-                floor = _ERROR
-                if status is None and not disconnected:
-                    status = 500
-            else:
-                floor = _WARNING
+            floor = _ERROR if isinstance(error, Exception) else _WARNING
         if close_code in _WS_ERROR_CODES:
             floor = _ERROR
         level = self._level(status, floor)
@@ -422,12 +417,10 @@ def _http_outcome(
 ) -> tuple[int | None, str | None, int | None]:
     """The status the client got, the error type, and the least level the outcome calls
     for whatever the status (None: the status decides)."""
-    status = ex.status
+    status = ex.client_status()
     if error is not None:
         if not isinstance(error, Exception):  # cancelled: shutdown, or an outer deadline
             return status, type(error).__qualname__, _WARNING
-        if status is None and not ex.disconnected:
-            status = 500  # what every ASGI server answers
         return status, type(error).__qualname__, _ERROR
     if not ex.complete and not ex.disconnected:
         return (500 if status is None else status), "incomplete_response", _ERROR

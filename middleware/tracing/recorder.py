@@ -133,8 +133,9 @@ class HttpRecorder:
         end = ex.end if ex.complete else time.time_ns()
         error_type = _error_type(error, ex)
         attributes: dict[str, Any] = {METHOD: method, URL_SCHEME: scheme}
-        if ex.status is not None:
-            attributes[HTTP_STATUS] = ex.status
+        status = ex.client_status()  # what the client got, as the access log says
+        if status is not None:
+            attributes[HTTP_STATUS] = status
         if route is not None:
             attributes[HTTP_ROUTE] = route
         if error_type is not None:

@@ -68,7 +68,7 @@ def _record_outcome(span: Span, ws: WebSocketExchange, route: str | None) -> Non
     if route is not None:
         span.update_name(f"{WEBSOCKET_SPAN_NAME} {route}")
         attributes[HTTP_ROUTE] = route
-    status, close_code = ws.status, ws.close_code
+    status, close_code = ws.client_status(), ws.close_code
     if status is not None:
         attributes[HTTP_STATUS] = status
     if close_code is not None:
