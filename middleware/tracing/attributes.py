@@ -24,6 +24,7 @@ from opentelemetry.semconv.metrics import http_metrics
 from opentelemetry.trace import Span, Status, StatusCode
 
 from asgikit.hosts import parse_host
+from asgikit.logging.tracebacks import short_traceback
 from asgikit.redact import QueryRedactor
 from asgikit.scopes import PEER_KEY
 from asgikit.types import Scope
@@ -244,10 +245,28 @@ def _add_addresses(scope: Scope, attributes: dict[str, Any]) -> None:
             attributes[PEER_PORT] = peer[1]
 
 
+def record_exception(span: Span, error: BaseException) -> None:
+    """The span's ``exception`` event, as ``Span.record_exception`` makes it, but with
+    the short traceback of asgikit's log lines (the app's frames, asgikit's and the
+    framework's folded): about 25 times cheaper to format than the full one, which
+    held a failed request's exception back from the server for a millisecond."""
+    span.add_event(
+        "exception",
+        {
+            "exception.type": f"{type(error).__module__}.{type(error).__qualname__}"
+            if type(error).__module__ != "builtins"
+            else type(error).__qualname__,
+            "exception.message": str(error),
+            "exception.stacktrace": short_traceback((type(error), error, error.__traceback__)),
+            "exception.escaped": "False",
+        },
+    )
+
+
 def error_status(span: Span, error: BaseException | None, error_type: str | None) -> None:
     """Record an exception, or the ERROR status of a 5xx answer, on a recording span."""
     if isinstance(error, Exception):
-        span.record_exception(error)
+        record_exception(span, error)
         span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
     elif error is not None:
         span.set_attribute(CANCELLED, True)
