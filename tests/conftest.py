@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from asgikit.logging.bridge import uninstall
+from asgikit.logging.bridge import SERVER_LOGGERS, uninstall
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -35,8 +35,21 @@ def _global_logging_restored() -> Iterator[None]:
     saved = structlog.get_config()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    # Servers started in process (uvicorn.Config sets its loggers up) and asgikit's
+    # routing change the servers' loggers too.
+    servers = [logging.getLogger(name) for name in SERVER_LOGGERS]
+    states = [
+        (logger.handlers[:], logger.filters[:], logger.level, logger.propagate, logger.disabled)
+        for logger in servers
+    ]
     yield
     uninstall()  # asgikit's claim on the console handlers, before the root's are put back
     structlog.configure(**saved)
     root.handlers[:] = handlers
     root.setLevel(level)
+    for logger, (kept, filters, old_level, propagate, disabled) in zip(
+        servers, states, strict=True
+    ):
+        logger.handlers[:], logger.filters[:] = kept, filters
+        logger.setLevel(old_level)
+        logger.propagate, logger.disabled = propagate, disabled

@@ -522,12 +522,18 @@ def test_the_config_reference_in_the_docs_is_up_to_date() -> None:
 @pytest.fixture
 def fake_uvicorn(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, dict[str, Any]]]:
     monkeypatch.setattr(observability_module, "_logging_module_exists", lambda: False)
-    from uvicorn import Config as real_config
+    import inspect
+
+    import uvicorn as real_uvicorn
 
     calls: list[tuple[Any, dict[str, Any]]] = []
+
+    def run(app: Any, **options: Any) -> None:
+        calls.append((app, options))
+
+    run.__signature__ = inspect.signature(real_uvicorn.run)  # type: ignore[attr-defined]
     module = types.ModuleType("uvicorn")
-    module.run = lambda app, **options: calls.append((app, options))  # type: ignore[attr-defined]
-    module.Config = real_config  # type: ignore[attr-defined]  # its keywords are checked
+    module.run = run  # type: ignore[attr-defined]  # its keywords are checked
     monkeypatch.setitem(sys.modules, "uvicorn", module)
     return calls
 
@@ -662,8 +668,10 @@ def test_serve_prints_the_config_warnings(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--port", "70000"], "--port 70000 is not a TCP port (0-65535)"),
-        (["--workers", "0"], "--workers 0: at least 1"),
+        (["--port", "70000"], "--port: expected `int` <= 65535"),
+        (["--workers", "0"], "--workers: expected `int` >= 1"),
+        (["--limit-concurrency", "0"], "--limit-concurrency: expected `int` >= 1"),
+        (["--timeout-keep-alive", "-1"], "--timeout-keep-alive: expected `float` > 0.0"),
         (["--workers", "2", "--reload"], "--reload restarts one process: it cannot be combined"),
     ],
 )

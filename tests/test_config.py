@@ -1613,3 +1613,14 @@ def test_logging_configure_false_leaves_the_apps_own_logging_set_up(
 def test_logging_configure_must_be_true_or_false(tmp_path: Path) -> None:
     [problem] = problems(tmp_path, 'app = "x:y"\n[logging]\nconfigure = "no"\n')
     assert problem.startswith("3:1: error: logging.configure:")
+
+
+def test_an_unknown_otlp_protocol_fails_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", raising=False)
+    text = 'app = "x:y"\n\n[telemetry]\ntraces = "otlp"\n'
+    [problem] = problems(tmp_path, text)
+    assert problem.startswith("4:1: error: telemetry.traces: traces: ")
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL='http/json'" in problem

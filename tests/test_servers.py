@@ -215,7 +215,7 @@ def test_serve_reads_the_env_file_before_the_config_values(
         [server]
         env_file = "prod.env"
         host = "${ASGIKIT_TEST_HOST}"
-        port = "${ASGIKIT_TEST_PORT:-8000}"
+        port = "${ASGIKIT_TEST_PORT}"
         """,
     )
     # 70000 comes from the file, and the refusal proves it was read before the values
@@ -316,3 +316,136 @@ def test_reload_survives_a_broken_config_and_recovers(tmp_path: Path) -> None:
         stop(process, 15.0, group=True)
     output_text = log.read_text(errors="replace")
     assert "Traceback" not in output_text
+
+
+def test_granian_and_hypercorn_take_the_rest_in_their_own_terms_too() -> None:
+    pytest.importorskip("granian")
+    pytest.importorskip("hypercorn")
+    from asgikit.servers import granian, hypercorn
+
+    settings = ServerConfig(
+        uds="/tmp/app.sock",
+        reload=True,
+        log_level="trace",
+        ssl_certfile="cert.pem",
+        ssl_keyfile="key.pem",
+    )
+    watched = servers.Launch(
+        settings=settings,
+        logs_configured=True,
+        logs_access=True,
+        watch=("/srv/app",),
+        watch_files=("/srv/app/asgikit.toml",),
+    )
+    options = granian.options(watched)
+    assert options["uds"] == Path("/tmp/app.sock")
+    assert options["reload_paths"] == [Path("/srv/app"), Path("/srv/app/asgikit.toml")]
+    assert (options["ssl_cert"], options["ssl_key"]) == (Path("cert.pem"), Path("key.pem"))
+    assert options["log_level"] == "debug"  # granian knows no trace
+    assert options["log_dictconfig"]["loggers"]["_granian"]["propagate"] is True
+    traced = hypercorn.config(launch(ServerConfig(log_level="trace")))
+    assert traced.loglevel == "DEBUG"
+    assert traced.errorlog == "-"  # hypercorn's own logging, when asgikit's is not set up
+    with pytest.raises(servers.ServerError, match="hypercorn's reloader watches only"):
+        hypercorn.config(watched)
+
+
+def test_uvicorn_watches_the_config_file_and_rounds_the_timeouts() -> None:
+    from asgikit.servers import uvicorn
+
+    settings = ServerConfig(reload=True, timeout_graceful_shutdown=0.2, timeout_keep_alive=2.6)
+    options = uvicorn.options(
+        servers.Launch(settings, False, False, ("/srv/app",), ("/srv/app/asgikit.toml",))
+    )
+    assert options["reload_dirs"] == ["/srv/app"]
+    assert options["reload_includes"] == ["asgikit.toml"]
+    assert options["timeout_graceful_shutdown"] == 1  # uvicorn takes whole seconds, >= 1
+    assert options["timeout_keep_alive"] == 3
+    assert "log_config" not in options and "access_log" not in options
+
+
+def test_options_written_for_another_server_are_refused_when_the_flag_changes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("hypercorn")
+    path = write(
+        tmp_path,
+        """\
+        app = "tests.test_config:hello_app"
+        [server]
+        server = "hypercorn"
+        h2_max_concurrent_streams = 50
+        """,
+    )
+    assert main(["serve", str(path), "--server", "uvicorn"]) == 2
+    assert capsys.readouterr().err == (
+        "asgikit: error: [server] has options uvicorn does not take: h2_max_concurrent_streams\n"
+    )
+
+
+def test_a_server_that_is_not_installed_is_named_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "granian.server", None)
+    path = write(tmp_path, 'app = "x:y"\n[server]\nserver = "granian"\nbackpressure = 3\n')
+    [error] = errors(path)
+    assert "serving with granian needs it installed: pip install granian" in error
+    from asgikit.config import json_schema
+
+    names = json_schema()["$defs"]["server"]["propertyNames"]["enum"]
+    assert "h2_max_concurrent_streams" in names  # hypercorn's, still offered
+    assert "blocking_threads" not in names  # granian's, not installed
+
+
+def test_an_app_with_a_syntax_error_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "typo_app_module.py").write_text("app = (\n", encoding="utf-8")
+    path = write(tmp_path, 'app = "typo_app_module:app"\n')
+    assert main(["serve", str(path)]) == 1
+    [line, _] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"{path}:1:1: error: app: importing typo_app_module failed: ")
+    assert line.endswith(f"({tmp_path / 'typo_app_module.py'}, line 1)")
+    assert "SyntaxError" in line
+
+
+@pytest.mark.anyio
+async def test_the_reloading_error_page_answers_every_request_and_the_lifespan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asgikit.config import CONFIG_ENV, RELOAD_ENV, app_from_env
+    from asgikit.testing import lifespan, request, websocket
+
+    path = write(tmp_path, 'app = "tests.test_config:hello_app"\n[[middleware]]\nuse = "nope"\n')
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    monkeypatch.setenv(RELOAD_ENV, "1")
+    app = app_from_env()
+    assert f"{path}:3:" in capsys.readouterr().err  # printed once, with file and line
+    async with lifespan(app):  # start-up and shutdown complete: the server stays up
+        response = await request(app)
+    assert response.status == 500
+    assert "unknown middleware" in response.text and f"{path}:3:" in response.text
+    session = await websocket(app)
+    assert session.close_code == 1011
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "missing.toml"))
+    assert (await request(app_from_env())).status == 500  # any failure, the same way
+
+
+def test_serve_from_a_thread_leaves_the_signals_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import types
+
+    calls: list[str] = []
+    fake = types.ModuleType("uvicorn")
+    fake.run = lambda app, **options: calls.append(app)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "uvicorn", fake)
+    path = write(tmp_path, 'app = "tests.test_config:hello_app"\n')
+    statuses: list[int] = []
+    thread = threading.Thread(target=lambda: statuses.append(main(["serve", str(path)])))
+    thread.start()
+    thread.join(30)
+    assert statuses == [0]
+    assert calls == ["asgikit.config:app_from_env"]

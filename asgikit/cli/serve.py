@@ -7,13 +7,17 @@ import argparse
 import dataclasses
 import ipaddress
 import os
+import re
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
+
 from asgikit import WORKERS_ENV, servers
 from asgikit.cli.env_file import read_env_file
-from asgikit.cli.shared import CONFIG_HELP, UsageError, load, url
+from asgikit.cli.shared import CONFIG_HELP, UsageError, config_path, load, url
 from asgikit.config import (
     CONFIG_ENV,
     RELOAD_ENV,
@@ -147,8 +151,19 @@ def _inspector_stays_local(config: Config, host: str) -> None:
 
 
 def _settings(args: argparse.Namespace, config: Config) -> ServerConfig:
-    """The file's ``[server]`` table with the command line's flags over it."""
+    """The file's ``[server]`` table with the command line's flags over it.
+
+    Raises:
+        UsageError: A flag's value is out of its range (as the file's would be).
+    """
     flags = {name: getattr(args, name) for name in _FLAGS if getattr(args, name) is not None}
+    try:
+        msgspec.convert(flags, ServerConfig)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        where = re.search(r"at `\$\.(\w+)`", message)
+        flag = f"--{where.group(1).replace('_', '-')}: " if where else ""
+        raise UsageError(flag + message.partition(" - at ")[0].lower()) from None
     return dataclasses.replace(config.server, **flags)
 
 
@@ -163,25 +178,50 @@ def _check(settings: ServerConfig, config: Config) -> None:
     if settings.workers > 1:
         _one_prometheus_port(config)
         _limits_are_shared(config, settings.workers)
-    if not 0 <= settings.port <= 65535:
-        raise UsageError(f"--port {settings.port} is not a TCP port (0-65535)")
-    if settings.workers < 1:
-        raise UsageError(f"--workers {settings.workers}: at least 1")
     if settings.reload and settings.workers > 1:
         raise UsageError("--reload restarts one process: it cannot be combined with workers > 1")
+    try:
+        own = servers.own_options(settings.server)
+    except servers.ServerError as exc:
+        raise UsageError(str(exc)) from None
+    foreign = sorted(set(settings.options) - own)
+    if foreign:  # written for the file's server, and --server chose another
+        raise UsageError(
+            f"[server] has options {settings.server} does not take: {', '.join(foreign)}"
+        )
     if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
         raise UsageError("HTTPS needs both ssl_certfile and ssl_keyfile")
 
 
-def _with_env_file(args: argparse.Namespace, config: Config) -> Config:
-    """*config*, loaded again once its ``env_file`` (or ``--env-file``) is in the
-    environment, so that the file's ``${NAME}`` values see it."""
+def _env_file_named(config: Path) -> str | None:
+    """The ``[server]`` table's ``env_file``, read from the file as written (its other
+    values may need the very variables the env file sets)."""
+    try:
+        text = config.read_text(encoding="utf-8")
+        if config.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = tomllib.loads(text)
+    except (OSError, ValueError, ImportError):
+        return None  # loading the file reports it
+    server = data.get("server") if isinstance(data, dict) else None
+    named = server.get("env_file") if isinstance(server, dict) else None
+    return named if isinstance(named, str) and "${" not in named else None
+
+
+def _read_env_file(args: argparse.Namespace) -> None:
+    """Set the variables of ``--env-file`` (or the file's ``[server] env_file``) that
+    are not set already, before the file's ``${NAME}`` values are read."""
     if args.env_file is not None:
         path = Path(args.env_file)
-    elif config.server.env_file is not None:
-        path = config.path.parent / config.server.env_file
     else:
-        return config
+        config = Path(config_path(args.config))
+        named = _env_file_named(config)
+        if named is None:
+            return
+        path = config.parent / named
     try:
         values = read_env_file(path)
     except OSError as exc:
@@ -190,17 +230,13 @@ def _with_env_file(args: argparse.Namespace, config: Config) -> Config:
         raise UsageError(str(exc)) from None
     for name, value in values.items():
         os.environ.setdefault(name, value)
-    return load(str(config.path))
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = _with_env_file(args, load(args.config))
+    _read_env_file(args)
+    config = load(args.config)
     settings = _settings(args, config)
     _check(settings, config)
-    try:
-        servers.require(settings.server)
-    except servers.ServerError as exc:
-        raise UsageError(str(exc)) from None
     import_app(config, call_factory=False)  # a broken app is one line here, before serving
     logs_configured = configure_logging(config)
     for issue in config.warnings:

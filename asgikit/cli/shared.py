@@ -12,7 +12,7 @@ from typing import Any
 
 from asgikit.config import CONFIG_ENV, DEFAULT_CONFIG, Config, load_config
 
-__all__ = ["CONFIG_HELP", "UsageError", "load", "toml", "url"]
+__all__ = ["CONFIG_HELP", "UsageError", "config_path", "load", "toml", "url"]
 
 CONFIG_HELP = f"the config file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})"
 """The help of the CONFIG argument of ``serve`` and ``check``."""
@@ -22,7 +22,9 @@ class UsageError(Exception):
     """A mistake on the command line, reported in one line."""
 
 
-def _config_path(given: str | None) -> str:
+def config_path(given: str | None) -> str:
+    """The path of the config file named on the command line, else ``$ASGIKIT_CONFIG``,
+    else the default one."""
     return given or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
 
 
@@ -34,7 +36,7 @@ def load(given: str | None) -> Config:
         UsageError: None was named and there is no default one here.
         ConfigError: The file does not load.
     """
-    path = _config_path(given)
+    path = config_path(given)
     if given is None and not Path(path).exists():
         raise UsageError(
             f"no config file {path!r} here: name one (asgikit serve path/to/asgikit.toml) "

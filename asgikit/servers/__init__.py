@@ -27,7 +27,6 @@ __all__ = [
     "ServerSettings",
     "own_options",
     "renamed",
-    "require",
     "run",
 ]
 
@@ -114,8 +113,7 @@ class _ServerModule(Protocol):
 
 
 def _module(name: str) -> _ServerModule:
-    if name not in SERVERS:
-        raise ServerError(f"no server {name!r}: one of {', '.join(SERVERS)}")
+    # *name* is one of SERVERS: the config's Literal and the flag's choices check it.
     return cast(_ServerModule, importlib.import_module(f"asgikit.servers.{name}"))
 
 
@@ -123,15 +121,6 @@ def not_installed(package: str) -> ServerError:
     """The error for a chosen server that is missing, naming what to install."""
     extra = " (or pip install 'asgikit[server]')" if package == "uvicorn" else ""
     return ServerError(f"serving with {package} needs it installed: pip install {package}{extra}")
-
-
-def require(name: str) -> None:
-    """Check that server *name* is installed.
-
-    Raises:
-        ServerError: No such server, or it is not installed.
-    """
-    _module(name).own_options()
 
 
 def own_options(name: str) -> frozenset[str]:

@@ -84,7 +84,7 @@ def options(launch: Launch) -> dict[str, Any]:
     return chosen | dict(settings.options)
 
 
-def run(launch: Launch) -> int:
+def run(launch: Launch) -> int:  # pragma: no cover - in the served process (e2e)
     """Serve with granian; 0 once SIGTERM or CTRL+C stopped it."""
     _server_class()(**options(launch)).serve()
     return 0

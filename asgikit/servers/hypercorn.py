@@ -6,7 +6,7 @@ import inspect
 import logging
 from typing import Any, Final
 
-from asgikit.servers import APP_FACTORY, Launch, not_installed, unsupported
+from asgikit.servers import APP_FACTORY, Launch, ServerError, not_installed, unsupported
 
 PACKAGE: Final = "hypercorn"
 RENAMED: Final = {
@@ -61,12 +61,18 @@ def config(launch: Launch) -> Any:
     """The ``hypercorn.config.Config`` for *launch*."""
     settings = launch.settings
     unsupported(PACKAGE, settings, ("limit_concurrency",))
+    if settings.reload:
+        raise ServerError(
+            "hypercorn's reloader watches only the modules already imported (not the "
+            "config file, nor an app that failed to import) and builds the app in its "
+            "supervisor too: serve with uvicorn or granian for --reload"
+        )
     chosen = _config_class()()
     chosen.application_path = APP_FACTORY + "()"  # hypercorn calls what the path names
     chosen.bind = [_bind(launch)]
     chosen.workers = settings.workers
-    chosen.use_reloader = settings.reload
-    chosen.loglevel = settings.log_level.upper()
+    # hypercorn knows no "trace": its most detailed level is DEBUG.
+    chosen.loglevel = "DEBUG" if settings.log_level == "trace" else settings.log_level.upper()
     chosen.root_path = settings.root_path
     if settings.ssl_certfile is not None:
         chosen.certfile = settings.ssl_certfile
@@ -84,7 +90,7 @@ def config(launch: Launch) -> Any:
     return chosen
 
 
-def run(launch: Launch) -> int:
+def run(launch: Launch) -> int:  # pragma: no cover - in the served process (e2e)
     """Serve with hypercorn; its exit status (0 once SIGTERM or CTRL+C stopped it)."""
     try:
         from hypercorn.run import run as run_hypercorn

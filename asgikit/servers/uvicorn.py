@@ -44,8 +44,8 @@ def _uvicorn() -> Any:
 
 
 def own_options() -> frozenset[str]:
-    """The keyword arguments of ``uvicorn.Config`` that the common settings do not cover."""
-    parameters = inspect.signature(_uvicorn().Config).parameters
+    """The keyword arguments of ``uvicorn.run`` that the common settings do not cover."""
+    parameters = inspect.signature(_uvicorn().run).parameters
     return frozenset(parameters) - _OWNED - frozenset(_COMMON)
 
 

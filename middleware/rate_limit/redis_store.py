@@ -244,7 +244,10 @@ class RedisStore:
         if self._client is None or self._loop is not loop:
             pool = redis.asyncio.BlockingConnectionPool.from_url(
                 self.url,
-                timeout=self.connect_timeout,  # waiting for a free connection
+                # The wait for a free connection is bounded by connect_timeout around it
+                # (_run): the pool's own bound would raise a ConnectionError, taken for a
+                # Redis that is down.
+                timeout=None,
                 socket_connect_timeout=self.connect_timeout,
             )
             self._client = redis.asyncio.Redis.from_pool(pool)

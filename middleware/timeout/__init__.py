@@ -116,8 +116,8 @@ class TimeoutMiddleware:
         request_body_idle: Seconds the app may wait for the next request-body bytes, or
             None; past it the client gets 408 (with ``connection: close`` on HTTP/1).
         stream_idle: Seconds a streamed body may go without a chunk from the app, or
-            None; past it the exchange is aborted. A chunk the client is slow to take
-            does not count as idle.
+            None; past it the exchange is aborted. A client slow to take chunks is not
+            idle, as long as it takes each within this time.
         stream_total: Seconds for the whole of a streamed response, from the request's
             start, or None (the default: a stream may last as long as it keeps sending).
         status_code: The status of the middleware's answer: 504 (default) or 503.

@@ -73,7 +73,6 @@ class RequestClock:
         "pending",
         "queue",
         "scope",
-        "sending",
         "settled",
         "start_time",
         "started",
@@ -130,9 +129,9 @@ class RequestClock:
         self.late: list[Watched | None] | None = None  # its entry on the watch's heap
         self.context: contextvars.Context | None = None  # the request's, for the answer
         self.loop_watch: LoopWatch | None = None  # the watch, to re-arm when a stream begins
-        # A streamed body: whether it began, when the app last sent a chunk, and whether a
-        # chunk is on its way (a client slow to take it does not make the app idle).
-        self.streaming = self.sending = False
+        # A streamed body: whether it began, and when the app last sent a chunk or the
+        # server last took one (a client slow to take chunks does not make the app idle).
+        self.streaming = False
         self.chunk_at = now
 
     @property
@@ -176,11 +175,10 @@ class RequestClock:
         """A chunk of a streamed body: the stream limits replace ``total`` at the first."""
         if not self.streaming:
             self._stream_begins()
-        self.sending = True
+        self.chunk_at = anyio.current_time()  # a chunk came; while it goes, it is the mark
         try:
             await self.downstream(message)
         finally:
-            self.sending = False
             self.chunk_at = anyio.current_time()
 
     def _stream_begins(self) -> None:
@@ -196,14 +194,16 @@ class RequestClock:
     def stream_deadline(self, now: float) -> tuple[float, Limit] | None:
         """The stream's next deadline and its limit, or None when it has none.
 
-        A chunk on its way puts ``stream_idle`` off by a whole period from *now*.
+        Idle time runs from the last chunk the app sent, or, while a chunk is on its
+        way, from when that send began: a client slow to take chunks is not idle time,
+        but one that takes none for a whole ``stream_idle`` ends the stream.
         """
         limits = self.limits
         found: tuple[float, Limit] | None = None
         if limits.stream_total is not None:
             found = (self.start_time + limits.stream_total, Limit.STREAM_TOTAL)
         if limits.stream_idle is not None:
-            idle_at = (now if self.sending else self.chunk_at) + limits.stream_idle
+            idle_at = self.chunk_at + limits.stream_idle
             if found is None or idle_at < found[0]:
                 found = (idle_at, Limit.STREAM_IDLE)
         return found
@@ -321,10 +321,10 @@ class RequestClock:
         return None
 
     def _stream_alive(self, now: float) -> bool:
-        """Whether the stream sent a chunk (or is sending one) within ``stream_idle``."""
+        """Whether the stream sent a chunk (or began sending one) within ``stream_idle``."""
         idle = self.limits.stream_idle
         assert idle is not None
-        return self.sending or now < self.chunk_at + idle
+        return now < self.chunk_at + idle
 
     def _waiting(self) -> bool:
         """No response start has gone out and the app is still running."""

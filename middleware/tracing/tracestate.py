@@ -13,7 +13,7 @@ malformed member, or more than 32, discard it all), in the order received.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import ItemsView, Iterator, KeysView, Sequence, ValuesView
 from typing import Final
 
 from opentelemetry.context import Context
@@ -49,6 +49,15 @@ class W3CTraceState(TraceState):
 
     def __len__(self) -> int:
         return len(self._pairs)
+
+    def keys(self) -> KeysView[str]:
+        return self._pairs.keys()
+
+    def items(self) -> ItemsView[str, str]:  # what the OTLP exporters encode
+        return self._pairs.items()
+
+    def values(self) -> ValuesView[str]:
+        return self._pairs.values()
 
     def __repr__(self) -> str:
         pairs = ", ".join(f"{key!r}: {value!r}" for key, value in self._pairs.items())

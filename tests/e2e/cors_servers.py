@@ -61,6 +61,7 @@ def serve(app: ASGIApp, sockets: Sequence[socket.socket], timeout: float = 10.0)
         lifespan="off",
         log_level="warning",
         access_log=False,
+        log_config=None,  # the test process's logging stays as the other tests left it
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": list(sockets)}, daemon=True)

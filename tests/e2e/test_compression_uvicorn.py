@@ -77,6 +77,7 @@ def base_url() -> Iterator[str]:
         lifespan="off",
         log_level="warning",
         access_log=False,
+        log_config=None,  # the test process's logging stays as the other tests left it
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -596,19 +596,27 @@ async def test_the_default_total_does_not_cut_a_stream_that_keeps_sending() -> N
     assert response.body == b"".join(b"%d\n" % n for n in range(12))
 
 
-async def test_a_client_slow_to_take_a_chunk_does_not_make_the_stream_idle() -> None:
-    inner = checked(ticking_app(3, 0), stream_idle=SHORT)
+@pytest.mark.parametrize(("taking", "aborted"), [(SHORT / 2, False), (LONG, True)])
+async def test_a_client_slow_to_take_chunks_is_not_idle_one_taking_none_is(
+    taking: float, aborted: bool
+) -> None:
+    inner = checked(ticking_app(6, 0), stream_idle=SHORT)
 
-    async def slow_client(scope: Scope, receive: Receive, send: Send) -> None:
+    async def client(scope: Scope, receive: Receive, send: Send) -> None:
         async def slow_send(message: Message) -> None:
             if message.get("more_body"):
-                await anyio.sleep(SHORT * 2)  # the transport's buffer is full
+                await anyio.sleep(taking)  # the transport's buffer is full
             await send(message)
 
         await inner(scope, receive, slow_send)
 
-    response = await request(slow_client)
-    assert response.status == 200 and response.complete
+    if not aborted:  # 6 chunks, half the idle limit each: three times the limit in all
+        response = await request(client)
+        assert response.status == 200 and response.complete
+        return
+    with anyio.fail_after(LONG / 2), pytest.raises(ResponseTimeout) as caught:
+        await request(client)  # a client that stopped reading: ended after stream_idle
+    assert caught.value.limit == "stream_idle"
 
 
 async def test_a_route_can_free_its_streams_and_another_bound_them() -> None:

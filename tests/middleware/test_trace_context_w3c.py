@@ -370,3 +370,32 @@ async def test_the_contrib_middleware_fails_duplicated_traceparent_and_the_new_k
         "tracestate_key_length_limit[ttt]",
         "tracestate_key_length_limit[t@v]",
     ]
+
+
+def test_a_repaired_tracestate_is_exported_and_edited_like_the_sdks() -> None:
+    from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import (
+        _encode_trace_state,
+    )
+
+    from asgikit.middleware.tracing.tracestate import parse
+
+    state = parse(["x@y@z=1, b=2", "b=3"])  # a key twice: the first is kept
+    assert state is not None
+    assert _encode_trace_state(state) == "x@y@z=1,b=2"  # what an OTLP exporter sends
+    assert dict(state.items()) == {"x@y@z": "1", "b": "2"}
+    assert list(state) == list(state.keys()) == ["x@y@z", "b"]
+    assert list(state.values()) == ["1", "2"]
+    assert state["b"] == "2" and "b" in state and len(state) == 2
+    assert state.add("new", "4").to_header() == "new=4,x@y@z=1,b=2"
+    assert state.add("b", "4") is state  # an existing key: add changes nothing
+    assert state.add("Bad", "4") is state  # not a key of the grammar
+    assert state.update("b", "9").to_header() == "b=9,x@y@z=1"
+    assert state.update("missing", "9") is state
+    assert state.delete("b").to_header() == "x@y@z=1"
+    assert state.delete("missing") is state
+    assert repr(state) == "W3CTraceState({'x@y@z': '1', 'b': '2'})"
+    full = parse([",".join(f"k{n}=v" for n in range(32))])
+    assert full is not None and full.add("more", "v") is full  # 32 members at most
+    assert parse(["@bad=1"]) is None
+    assert parse([",".join(f"k{n}=v" for n in range(33))]) is None
+    assert parse([" , "]) is None
