@@ -1494,3 +1494,72 @@ async def test_deep_stacks_without_a_nested_checker_are_checked_from_outside() -
     for _ in range(20):
         app = Passthrough(app)
     assert (await request(enforce(app, strict=True))).status == 200
+
+
+async def test_the_first_of_several_violations_the_app_swallowed_is_reported() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        with contextlib.suppress(ContractViolation):
+            await send(dict(BODY))  # H2: a body before the start
+        await send(dict(START))
+        await send(dict(BODY))
+        with contextlib.suppress(ContractViolation):
+            await send(dict(BODY))  # H3: a body after the final one
+
+    error = await violation(request(enforce(app)))
+    assert error.rule == "H2"
+
+
+async def test_an_error_from_the_servers_receive_reaches_the_server_unchanged() -> None:
+    class ConnectionLost(Exception):
+        pass
+
+    lost = ConnectionLost("the socket closed")
+
+    async def receive() -> Message:
+        raise lost
+
+    async def send(message: Message) -> None:
+        raise AssertionError("nothing is sent")  # pragma: no cover - must not run
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+
+    with pytest.raises(ConnectionLost) as info:
+        await sandwich(Passthrough, app)(http_scope(), receive, send)
+    assert info.value is lost
+
+
+async def test_a_scope_holding_a_value_that_refers_back_to_it_is_checked() -> None:
+    # A framework may keep the scope inside a value it puts in the scope.
+    scope = http_scope("GET", "/")
+    scope["framework"] = {"scope": scope}
+    response = await request(sandwich(Passthrough, hello), scope=scope)
+    assert (response.status, response.body) == (200, b"hello")
+
+
+async def test_middleware_may_send_a_message_of_its_own_before_forwarding_the_apps() -> None:
+    async def announce(message: Message, send: Send) -> None:
+        if message["type"] == "x.app":
+            await send({"type": "x.middleware"})
+        await send(message)
+
+    app = app_sending(START, {"type": "x.app"}, BODY)
+    response = await request(sandwich(lambda a: SendHook(a, announce), app))
+    assert response.message_types[1:3] == ["x.middleware", "x.app"]
+
+
+async def test_an_error_page_middleware_whose_page_fails_may_raise_that_error() -> None:
+    class TemplateMissing(Exception):
+        pass
+
+    class ErrorPageWithoutTemplate(Passthrough):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            try:
+                await self.app(scope, receive, send)
+            except Exception as exc:
+                raise TemplateMissing("500.html") from exc
+
+    with pytest.raises(TemplateMissing):
+        await request(sandwich(ErrorPageWithoutTemplate, failing, answers_errors=True))
+    error = await violation(request(sandwich(ErrorPageWithoutTemplate, failing)))
+    assert error.rule == "E1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import functools
 import io
 import json
 import logging
@@ -13,6 +14,7 @@ import re
 import sys
 import time
 import traceback
+import types
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -159,6 +161,7 @@ def test_levels_below_the_configured_one_are_dropped() -> None:
         ({"level": 15}, ValueError),
         ({"level": True}, TypeError),
         ({"level": 2.5}, TypeError),
+        ({"tracebacks": "long"}, ValueError),
     ],
 )
 def test_bad_arguments(options: dict[str, Any], error: type[Exception]) -> None:
@@ -769,6 +772,9 @@ def test_a_class_or_a_value_is_not_a_processor() -> None:
         configure(processors=[structlog.processors.TimeStamper])  # type: ignore[list-item]
     with pytest.raises(TypeError, match=r"processors\[1\]: 'text' is not callable"):
         configure(processors=[mark_line, "text"])  # type: ignore[list-item]
+    for not_a_list in (mark_line, "tests.test_logging:mark_line"):
+        with pytest.raises(TypeError, match="processors must be a list of processors"):
+            configure(processors=not_a_list)  # type: ignore[arg-type]
 
 
 def test_with_configure_false_the_users_structlog_and_logging_stay(tmp_path: Path) -> None:
@@ -866,7 +872,7 @@ def in_context() -> BaseException:
         try:
             recurse(1)
         except ValueError:
-            raise TypeError("during") from None if False else TypeError("during")
+            raise TypeError("during")  # noqa: B904 - the implicit context is the point
     except TypeError as error:
         error.add_note("a note\nover two lines")
         return error
@@ -903,6 +909,25 @@ def too_deep() -> BaseException:
     raise AssertionError
 
 
+def nested_too_deep() -> BaseException:
+    error: Exception = ValueError("leaf")
+    for level in range(12):
+        error = ExceptionGroup(f"level {level}", [error])
+    try:
+        raise error
+    except ExceptionGroup as group:
+        return group
+
+
+def notes_not_a_list() -> BaseException:
+    try:
+        error = KeyError("key")
+        error.__notes__ = 42  # type: ignore[assignment]
+        raise error
+    except KeyError as error:
+        return error
+
+
 def unprintable() -> BaseException:
     class Unprintable(Exception):
         def __str__(self) -> str:
@@ -917,7 +942,10 @@ def unprintable() -> BaseException:
 CARETS = re.compile(r"^[\s|]*[~^]+\s*$")
 
 
-@pytest.mark.parametrize("make", [chained, in_context, grouped, wide, too_deep, unprintable])
+@pytest.mark.parametrize(
+    "make",
+    [chained, in_context, grouped, wide, nested_too_deep, too_deep, notes_not_a_list, unprintable],
+)
 def test_with_no_frame_to_fold_the_short_traceback_is_pythons_without_carets(
     make: Callable[[], BaseException],
 ) -> None:
@@ -925,6 +953,99 @@ def test_with_no_frame_to_fold_the_short_traceback_is_pythons_without_carets(
     python = "".join(traceback.format_exception(error)).rstrip("\n")
     expected = "\n".join(line for line in python.splitlines() if not CARETS.match(line))
     assert short_traceback((type(error), error, error.__traceback__)) == expected
+
+
+def test_a_syntax_error_shows_its_line_and_caret_as_python_does() -> None:
+    try:
+        compile("total = 1 +\n", "<app config>", "exec")
+    except SyntaxError as raised:
+        error = raised
+    text = short_traceback((type(error), error, error.__traceback__))
+    assert text == "".join(traceback.format_exception(error)).rstrip("\n")
+    assert text.splitlines()[-4:] == [
+        '  File "<app config>", line 1',
+        "    total = 1 +",
+        "               ^",
+        "SyntaxError: invalid syntax",
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_an_exception_logged_outside_an_except_block_adds_no_traceback(fmt: str) -> None:
+    stream = io.StringIO()
+    configure(format=fmt, colors=False, stream=stream)  # type: ignore[arg-type]
+    structlog.get_logger().exception("no error here")
+    logging.getLogger("myapp").error("nor here", exc_info=True)
+    text = stream.getvalue()
+    assert "no error here" in text and "nor here" in text
+    assert "Traceback" not in text and "NoneType" not in text
+    assert len(text.splitlines()) == 2
+
+
+def test_a_frame_without_a_line_number_is_shown_without_source() -> None:
+    # Generated code may carry no line table; the traceback module fails on it (3.11).
+    generated = types.FunctionType(helper_that_fails.__code__.replace(co_linetable=b""), {})
+    try:
+        generated()
+    except RuntimeError as error:
+        text = short_traceback((type(error), error, error.__traceback__))
+    *_, frame, message, forged = text.splitlines()
+    # line None; a tracer (coverage, a debugger) gives such a frame line 0 instead
+    assert re.fullmatch(
+        rf'  File "{re.escape(__file__)}", line (None|0), in helper_that_fails', frame
+    )
+    assert [message, forged] == ["RuntimeError: the app failed", "forged line\x1b[2J"]
+
+
+def call_through_generated_code() -> BaseException:
+    """The app's function, called by code run from a string that runs compiled code."""
+    namespace: dict[str, Any] = {"helper_that_fails": helper_that_fails}
+    inner = compile("helper_that_fails()", "uvloop/loop.pyx", "eval")
+    namespace["run_inner"] = functools.partial(eval, inner, namespace)
+    try:
+        eval(compile("run_inner()", "<string>", "eval"), namespace)
+    except RuntimeError as error:
+        return error
+    raise AssertionError
+
+
+def test_frames_run_from_a_string_or_compiled_code_before_the_apps_are_folded() -> None:
+    error = call_through_generated_code()
+    text = short_traceback((type(error), error, error.__traceback__))
+    assert "  [2 frames: string 1, uvloop 1]" in text.splitlines()
+    assert shown_frames(text) == [
+        (__file__, "call_through_generated_code"),
+        (__file__, "helper_that_fails"),
+    ]
+
+
+def test_asgikit_frames_are_folded_where_the_error_was_raised_inside_asgikit() -> None:
+    try:
+        configure(format="xml")  # type: ignore[arg-type]
+    except ValueError as error:
+        text = short_traceback((type(error), error, error.__traceback__))
+    lines = text.splitlines()
+    assert lines[-2:] == [
+        "  [1 asgikit frame]",
+        "ValueError: format must be 'auto', 'console' or 'json', not 'xml'",
+    ]
+    assert not ASGIKIT_FILES.search(text)
+
+
+def test_origins_stay_right_over_more_generated_file_names_than_are_remembered() -> None:
+    # Code made at run time under a new name each time (templates, exec'd snippets).
+    for number in range(5000):
+        code = compile("helper_that_fails()", f"generated_{number}.py", "exec")
+        try:
+            exec(code, {"helper_that_fails": helper_that_fails})
+        except RuntimeError as error:
+            text = short_traceback((type(error), error, error.__traceback__))
+        frames = shown_frames(text)
+        assert frames[-2:] == [
+            (f"generated_{number}.py", "<module>"),
+            (__file__, "helper_that_fails"),
+        ], text
+    assert "[" not in text.split("RuntimeError")[0]  # nothing folded: every frame is the app's
 
 
 # --------------------------------------------------------------------------------------
@@ -981,6 +1102,40 @@ async def test_the_server_writes_the_traceback_the_access_log_did_not(server: st
         await request(app, "GET", "/health")
     [line] = lines_of(buffer)
     assert line.get("logger", "").startswith(("uvicorn", "hypercorn", "_granian"))
+
+
+async def test_the_servers_other_lines_after_a_written_traceback_still_come_out() -> None:
+    stream, buffer = binary_stream()
+    configure(format="json", stream=stream)
+    access_logged = AccessLogMiddleware(failing_app)
+
+    async def served(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await access_logged(scope, receive, send)
+        except RuntimeError:  # in the same task: lines about something else, no traceback
+            logging.getLogger("uvicorn.error").warning("Connection lost")
+            logging.getLogger("_granian.utils").error("Connection reset by peer")
+            raise
+
+    with pytest.raises(RuntimeError):
+        await request(served)
+    assert events_of(buffer) == ["http.request", "Connection lost", "Connection reset by peer"]
+
+
+def test_a_root_logger_reconfigured_after_the_servers_first_line_is_claimed_at_its_next(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stream, buffer = binary_stream()
+    configure(format="json", stream=stream)
+    server = logging.getLogger("uvicorn.error")
+    server.info("Started server process")
+    # An app factory, run later, replaces the root logger's handlers with a file's only.
+    kept = logging.handlers.BufferingHandler(100)
+    logging.getLogger().handlers = [kept]
+    server.info("Application startup complete")
+    assert events_of(buffer) == ["Started server process", "Application startup complete"]
+    assert [record.getMessage() for record in kept.buffer] == ["Application startup complete"]
+    assert capsys.readouterr() == ("", "")
 
 
 def test_uvicorns_websocket_access_lines_go_with_the_servers_access_log() -> None:

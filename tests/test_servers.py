@@ -449,3 +449,74 @@ def test_serve_from_a_thread_leaves_the_signals_alone(
     thread.join(30)
     assert statuses == [0]
     assert calls == ["asgikit.config:app_from_env"]
+
+
+def test_an_env_file_named_in_a_yaml_file_or_malformed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("yaml")
+    monkeypatch.delenv("ASGIKIT_TEST_PORT", raising=False)
+    (tmp_path / "prod.env").write_text("ASGIKIT_TEST_PORT=70000\n", encoding="utf-8")
+    path = write(
+        tmp_path,
+        """\
+        app: tests.test_config:hello_app
+        server:
+          env_file: prod.env
+          port: ${ASGIKIT_TEST_PORT}
+        """,
+        "asgikit.yaml",
+    )
+    assert main(["serve", str(path)]) == 1  # read from the YAML file as written
+    assert "server.port: expected `int` <= 65535" in capsys.readouterr().err
+    (tmp_path / "bad.env").write_text("not a line\n", encoding="utf-8")
+    assert main(["serve", str(path), "--env-file", str(tmp_path / "bad.env")]) == 2
+    assert "bad.env:1: expected NAME=value" in capsys.readouterr().err
+    (tmp_path / "broken.toml").write_text("app = \n", encoding="utf-8")
+    assert main(["serve", str(tmp_path / "broken.toml")]) == 1  # the load reports it
+
+
+def test_serve_announces_a_unix_socket_or_an_inherited_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import types
+
+    fake = types.ModuleType("uvicorn")
+    fake.run = lambda app, **options: None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "uvicorn", fake)
+    path = write(tmp_path, 'app = "tests.test_config:hello_app"\n')
+    assert main(["serve", str(path), "--uds", "/tmp/asgikit-test.sock"]) == 0
+    assert "open unix:/tmp/asgikit-test.sock " in capsys.readouterr().err
+    assert main(["serve", str(path), "--fd", "3"]) == 0
+    assert "open file descriptor 3 " in capsys.readouterr().err
+
+
+def test_a_missing_hypercorn_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "hypercorn.config", None)
+    path = write(tmp_path, 'app = "tests.test_config:hello_app"\n')
+    assert main(["serve", str(path), "--server", "hypercorn"]) == 2
+    assert capsys.readouterr().err == (
+        "asgikit: error: serving with hypercorn needs it installed: pip install hypercorn\n"
+    )
+
+
+@pytest.mark.anyio
+async def test_the_reloading_error_page_shows_a_failing_factory_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asgikit.config import CONFIG_ENV, RELOAD_ENV, app_from_env
+    from asgikit.testing import request
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "failing_factory.py").write_text(
+        "def make():\n    raise RuntimeError('the factory failed')\n", encoding="utf-8"
+    )
+    path = write(tmp_path, 'app = "failing_factory:make"\nfactory = true\n')
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    monkeypatch.setenv(RELOAD_ENV, "1")
+    response = await request(app_from_env())
+    assert response.status == 500
+    assert "RuntimeError: the factory failed" in response.text
+    assert "RuntimeError: the factory failed" in capsys.readouterr().err

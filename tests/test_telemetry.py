@@ -338,6 +338,7 @@ def test_sampler_options(
         ({"span_processors": "x"}, TypeError, "span_processors: expected a sequence"),
         ({"span_processors": [object()]}, TypeError, "span_processors[0]: expected a Span"),
         ({"metric_readers": [InMemorySpanExporter()]}, TypeError, "metric_readers[0]: expected"),
+        ({"export_timeout": None}, TypeError, "export_timeout: expected a number of seconds"),
     ],
 )
 def test_bad_options_fail_with_the_option_name_first(

@@ -264,3 +264,18 @@ def test_resource_attributes_merge_key_by_key(
     assert attributes["team"] == "payments"
     assert attributes["owner"] == "nobody"
     assert attributes["region"] == "eu"
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ('"${SERVICE_NAME:-hello}"', "shop"),  # defaulted: the variable's
+        ('"checkout"', "checkout"),  # written: the file's
+    ],
+)
+def test_a_service_name_among_the_resource_attributes_against_otel_service_name(
+    start: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, written: str, expected: str
+) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "shop")
+    telemetry = start(f'[telemetry.resource_attributes]\n"service.name" = {written}\n', tmp_path)
+    assert service(telemetry) == expected

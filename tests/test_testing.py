@@ -1133,3 +1133,45 @@ async def test_enforce_smoke_lifespan() -> None:
         "lifespan.startup.complete",
         "lifespan.shutdown.complete",
     ]
+
+
+async def test_lifespan_an_app_error_after_the_shutdown_answer_reaches_the_test() -> None:
+    raised = Boom("crash after shutdown")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+        raise raised
+
+    with pytest.raises(Boom) as info:
+        await run_lifespan(app)
+    assert info.value is raised
+
+
+class Interrupted(BaseException):
+    """Not an Exception: what an app lets out when it is stopped (KeyboardInterrupt)."""
+
+
+async def test_lifespan_errors_of_both_the_block_and_the_app_all_reach_the_test() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        try:
+            await receive()
+        finally:  # cancelled when the block fails: the app's clean-up fails too
+            raise Interrupted("clean-up failed")
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with lifespan(app):
+            raise Boom("in the block")
+    assert sorted(repr(error) for error in info.value.exceptions) == [
+        "Boom('in the block')",
+        "Interrupted('clean-up failed')",
+    ]
+
+
+async def test_disconnect_after_must_count_at_least_one_message() -> None:
+    with pytest.raises(ValueError, match="disconnect_after counts sent messages"):
+        await request(correct_app, disconnect_after=0)

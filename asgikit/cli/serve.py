@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import ipaddress
 import os
 import re
@@ -199,13 +200,12 @@ def _env_file_named(config: Path) -> str | None:
     try:
         text = config.read_text(encoding="utf-8")
         if config.suffix in (".yaml", ".yml"):
-            import yaml
-
+            yaml: Any = importlib.import_module("yaml")  # the yaml extra, untyped
             data = yaml.safe_load(text)
         else:
             data = tomllib.loads(text)
-    except (OSError, ValueError, ImportError):
-        return None  # loading the file reports it
+    except Exception:  # unreadable, not TOML or YAML, no PyYAML: loading reports it
+        return None
     server = data.get("server") if isinstance(data, dict) else None
     named = server.get("env_file") if isinstance(server, dict) else None
     return named if isinstance(named, str) and "${" not in named else None

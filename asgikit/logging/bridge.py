@@ -72,11 +72,10 @@ def add_public_extras(logger: WrappedLogger, name: str, event_dict: EventDict) -
     What ``structlog.stdlib.ExtraAdder()`` copies, less uvicorn's ``color_message``
     and the ``message`` and ``asctime`` another handler's formatter leaves behind.
     """
-    record = event_dict.get("_record")
-    if record is not None:
-        for key, value in record.__dict__.items():
-            if key not in _NOT_EXTRAS:
-                event_dict[key] = value
+    record = event_dict["_record"]  # a foreign_pre_chain's event: always has its record
+    for key, value in record.__dict__.items():
+        if key not in _NOT_EXTRAS:
+            event_dict[key] = value
     return event_dict
 
 

@@ -339,9 +339,7 @@ def short_traceback(exc_info: ExcInfo) -> str:
 
     Chained exceptions, groups and notes are printed as the interpreter prints them.
     """
-    exc: BaseException | None = exc_info[1]
-    if exc is None:  # (None, None, None): logged outside an except block
-        return full_traceback(exc_info)
+    exc = exc_info[1]
     printer = _Printer(exc)
     printer.exception(exc)
     return "".join(printer.lines).rstrip("\n")

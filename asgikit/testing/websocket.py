@@ -126,17 +126,14 @@ class _WebSocketClient:
             return {"type": "websocket.disconnect", "code": closed or 1000}
         script = self.script
         position = self.position
-        if position < len(script) and not isinstance(script[position], Disconnect):
-            item = script[position]
+        item = script[position] if position < len(script) else DISCONNECT
+        if not isinstance(item, Disconnect):
             self.position += 1
             key = "text" if isinstance(item, str) else "bytes"
             return {"type": "websocket.receive", key: item}
-        item = script[position] if position < len(script) else DISCONNECT
-        if isinstance(item, Disconnect):
-            script[position:] = [item]  # later receives repeat the same close
-        self.position = len(script) - 1 if script else 0
-        code = item.code if isinstance(item, Disconnect) else 1000
-        return {"type": "websocket.disconnect", "code": code}
+        script[position:] = [item]  # later receives repeat the same close
+        self.position = len(script) - 1
+        return {"type": "websocket.disconnect", "code": item.code}
 
     async def send(self, message: Message) -> None:
         await anyio.lowlevel.checkpoint()

@@ -49,11 +49,6 @@ class Limits:
             or self.stream_total is not None
         )
 
-    @property
-    def streams_watched(self) -> bool:
-        """Whether a streamed body has a limit of its own."""
-        return self.stream_idle is not None or self.stream_total is not None
-
     def seconds(self, limit: Limit) -> float | None:
         """The length of ``limit`` in this limits."""
         seconds: float | None = getattr(self, limit.value)

@@ -705,13 +705,15 @@ async def test_no_connection_close_on_http2() -> None:
     assert response.status == 408 and response.header("connection") is None
 
 
-async def test_the_idle_limit_ends_with_the_body() -> None:
+@pytest.mark.parametrize("stream_idle", [60.0, None], ids=["watched", "body-idle-alone"])
+async def test_the_idle_limit_ends_with_the_body(stream_idle: float | None) -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await read_body(receive)
         await anyio.sleep(SHORT * 2)  # slow work after the upload is not an idle client
         await respond(send)
 
-    response = await request(checked(app, total=None, request_body_idle=SHORT), body=[b"a"])
+    limits = {"total": None, "request_body_idle": SHORT, "stream_idle": stream_idle}
+    response = await request(checked(app, **limits), body=[b"a"])
     assert response.status == 200
 
 
