@@ -8,6 +8,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +63,22 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 10.0, *, group: bool
     except subprocess.TimeoutExpired:
         signal_it(signal.SIGKILL)
         process.wait(timeout=timeout)
+
+
+def wait_until_answering(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
+) -> None:
+    """Wait until *url* answers an HTTP GET (any status), or fail with the end of the
+    process's *log* when it exits or the *timeout* passes."""
+    import httpx  # the tests' client; this module is also used without it
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, f"the server exited:\n{log.read_text()[-3000:]}"
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"no answer at {url}:\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)

@@ -17,13 +17,12 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests._processes import free_port, stop
+from tests._processes import free_port, stop, wait_until_answering
 from tests.e2e.servers import HOST, ROOT
 
 pytest.importorskip("uvicorn", reason="needs uvicorn")
@@ -128,15 +127,7 @@ def test_an_app_exception_rarely_resets_the_next_request_on_its_connection(
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://{HOST}:{port}/", timeout=1.0)
-                break
-            except httpx.TransportError:
-                assert server.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, "uvicorn did not start"
-                time.sleep(0.1)
+        wait_until_answering(f"http://{HOST}:{port}/", server, log)
         errors, statuses = asyncio.run(_load(f"http://{HOST}:{port}"))
     finally:
         stop(server, 10.0)

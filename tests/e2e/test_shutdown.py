@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._processes import free_port, stop
+from tests._processes import free_port, stop, wait_until_answering
 from tests.e2e.servers import HOST, ROOT
 from tests.e2e.stack import json_lines
 from tests.otlp_receivers import GRPCReceiver, HTTPReceiver
@@ -111,19 +111,6 @@ def _serve(
     return process, f"http://{HOST}:{port}", log
 
 
-def _wait_until_serving(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while True:
-        assert process.poll() is None, f"serve exited early:\n{log.read_text()[-3000:]}"
-        try:
-            if httpx.get(url + "/ready", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"serve did not answer:\n{log.read_text()[-3000:]}"
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize(
     ("protocol", "stop_signal"),
     [
@@ -141,7 +128,7 @@ def test_a_stop_signal_flushes_every_span_and_metric_and_exits_0(
     with _receiver(protocol) as receiver:
         process, url, log = _serve(tmp_path, server, protocol, receiver.endpoint)
         try:
-            _wait_until_serving(process, url, log)
+            wait_until_answering(url + "/ready", process, log, STARTUP_TIMEOUT)
             with httpx.Client(base_url=url, timeout=10.0) as client:
                 for number in range(REQUESTS):
                     assert client.get(f"/item/{number}").status_code == 200

@@ -12,13 +12,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests._processes import free_port, stop
+from tests._processes import free_port, stop, wait_until_answering
 from tests.e2e.servers import HOST, ROOT
 
 pytest.importorskip("aiohttp", reason="the W3C harness needs aiohttp (the dev extra)")
@@ -40,15 +38,7 @@ def test_the_w3c_trace_context_harness_passes_every_case(tmp_path: Path) -> None
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            try:
-                httpx.get(f"http://{HOST}:{port}/", timeout=1.0)
-                break
-            except httpx.TransportError:
-                assert service.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "the test service did not start"
-                time.sleep(0.1)
+        wait_until_answering(f"http://{HOST}:{port}/", service, log, STARTUP_TIMEOUT)
         harness_port = free_port()
         harness = subprocess.run(
             [sys.executable, "test.py", f"http://{HOST}:{port}/test"],
