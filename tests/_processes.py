@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Final
 
 import pytest
 
@@ -37,12 +39,26 @@ def needs_tool(tool: str, install: str) -> pytest.MarkDecorator:
     return pytest.mark.skip(reason=reason)
 
 
+_PORTS: Final = range(20000, 32000)
+"""Below Linux's ephemeral range (32768-60999): the port a test hands a server must not
+also be the local port the kernel gives some client connection (the servers' own
+probes, other tests' clients) before the server listens; a port from bind(0) can be."""
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    """A TCP port free on 127.0.0.1 right now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # all taken: any
         probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        found: int = probe.getsockname()[1]
+        return found
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 10.0, *, group: bool = False) -> None:
