@@ -44,6 +44,7 @@ from asgikit.telemetry import (
 from asgikit.testing import request, run_lifespan, websocket
 from asgikit.types import ASGIApp, Receive, Scope, Send
 from tests._processes import free_port
+from tests.telemetry_env import made_fixture, without_otel_variables  # noqa: F401 (fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OTLP_TRACES = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
@@ -55,19 +56,7 @@ EXPORTER_THREADS = ("OtelBatchSpanRecordProcessor", "OtelPeriodicExportingMetric
 @pytest.fixture(autouse=True)
 def _no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test starts from an environment without OTEL_* variables."""
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def made() -> Iterator[list[Telemetry]]:
-    """Telemetry objects to shut down after the test, whatever it asserted."""
-    created: list[Telemetry] = []
-    yield created
-    for item in created:
-        item.shutdown()
+    without_otel_variables(monkeypatch)
 
 
 def local(made: list[Telemetry], **options: Any) -> Telemetry:

@@ -21,6 +21,7 @@ import pytest
 
 from asgikit.telemetry import MissingExtraError, Telemetry, configure
 from tests.otlp_receivers import GRPCReceiver, HTTPReceiver, Received
+from tests.telemetry_env import made_fixture, without_otel_variables  # noqa: F401 (fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRPC_TRACES = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
@@ -29,18 +30,7 @@ GRPC_METRICS = "opentelemetry.exporter.otlp.proto.grpc.metric_exporter"
 
 @pytest.fixture(autouse=True)
 def _no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def made() -> Iterator[list[Telemetry]]:
-    created: list[Telemetry] = []
-    yield created
-    for item in created:
-        item.shutdown()
+    without_otel_variables(monkeypatch)
 
 
 class BlackHole:

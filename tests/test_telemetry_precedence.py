@@ -8,7 +8,6 @@ local instead of global).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,16 +19,14 @@ from asgikit.config import configure_telemetry, load_config
 from asgikit.telemetry import Telemetry
 from tests._processes import free_port
 from tests.otlp_receivers import HTTPReceiver, Received
+from tests.telemetry_env import without_otel_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
 def _no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("OTEL_") or name in ("SERVICE_NAME", "EXPORTER", "RATIO"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    without_otel_variables(monkeypatch, "SERVICE_NAME", "EXPORTER", "RATIO")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ header capture, with the meaning OpenTelemetry's contrib instrumentation gives t
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from asgikit.middleware.tracing import TracingMiddleware
 from asgikit.testing import http_scope, request, websocket
 from asgikit.types import Receive, Scope, Send
 from tests.middleware.test_tracing import Telemetry, responder
+from tests.telemetry_env import without_otel_variables
 
 pytestmark = pytest.mark.anyio
 
@@ -34,9 +34,7 @@ SANITIZE = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
 
 @pytest.fixture(autouse=True)
 def _no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
+    without_otel_variables(monkeypatch)
 
 
 @pytest.fixture
