@@ -25,6 +25,7 @@ __all__ = [
     "ServerError",
     "ServerName",
     "ServerSettings",
+    "imported",
     "own_options",
     "renamed",
     "run",
@@ -117,10 +118,19 @@ def _module(name: str) -> _ServerModule:
     return cast(_ServerModule, importlib.import_module(f"asgikit.servers.{name}"))
 
 
-def not_installed(package: str) -> ServerError:
-    """The error for a chosen server that is missing, naming what to install."""
-    extra = " (or pip install 'asgikit[server]')" if package == "uvicorn" else ""
-    return ServerError(f"serving with {package} needs it installed: pip install {package}{extra}")
+def imported(module: str, package: str) -> Any:
+    """Module *module* of server *package*.
+
+    Raises:
+        ServerError: The server is not installed, naming what to install.
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        extra = " (or pip install 'asgikit[server]')" if package == "uvicorn" else ""
+        raise ServerError(
+            f"serving with {package} needs it installed: pip install {package}{extra}"
+        ) from None
 
 
 def own_options(name: str) -> frozenset[str]:

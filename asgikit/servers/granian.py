@@ -6,7 +6,7 @@ import inspect
 from pathlib import Path
 from typing import Any, Final
 
-from asgikit.servers import APP_FACTORY, Launch, not_installed, unsupported
+from asgikit.servers import APP_FACTORY, Launch, imported, unsupported
 
 PACKAGE: Final = "granian"
 RENAMED: Final = {
@@ -38,11 +38,7 @@ _ROUTED: Final = {
 
 
 def _server_class() -> Any:
-    try:
-        from granian.server import Server
-    except ModuleNotFoundError:
-        raise not_installed(PACKAGE) from None
-    return Server
+    return imported("granian.server", PACKAGE).Server
 
 
 def own_options() -> frozenset[str]:

@@ -6,7 +6,7 @@ import inspect
 import logging
 from typing import Any, Final
 
-from asgikit.servers import APP_FACTORY, Launch, ServerError, not_installed, unsupported
+from asgikit.servers import APP_FACTORY, Launch, ServerError, imported, unsupported
 
 PACKAGE: Final = "hypercorn"
 RENAMED: Final = {
@@ -24,11 +24,7 @@ _OWNED: Final = frozenset({"application_path", "workers", "root_path", *RENAMED}
 
 
 def _config_class() -> Any:
-    try:
-        from hypercorn.config import Config
-    except ModuleNotFoundError:
-        raise not_installed(PACKAGE) from None
-    return Config
+    return imported("hypercorn.config", PACKAGE).Config
 
 
 def own_options() -> frozenset[str]:
@@ -92,9 +88,5 @@ def config(launch: Launch) -> Any:
 
 def run(launch: Launch) -> int:  # pragma: no cover - in the served process (e2e)
     """Serve with hypercorn; its exit status (0 once SIGTERM or CTRL+C stopped it)."""
-    try:
-        from hypercorn.run import run as run_hypercorn
-    except ModuleNotFoundError:
-        raise not_installed(PACKAGE) from None
-    status: int = run_hypercorn(config(launch))
+    status: int = imported("hypercorn.run", PACKAGE).run(config(launch))
     return status

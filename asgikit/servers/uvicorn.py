@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from asgikit.servers import APP_FACTORY, Launch, not_installed
+from asgikit.servers import APP_FACTORY, Launch, imported
 
 PACKAGE: Final = "uvicorn"
 RENAMED: Final[dict[str, str]] = {}  # the common settings have uvicorn's names
@@ -36,11 +36,7 @@ _COMMON: Final = (
 
 
 def _uvicorn() -> Any:
-    try:
-        import uvicorn
-    except ModuleNotFoundError:
-        raise not_installed(PACKAGE) from None
-    return uvicorn
+    return imported("uvicorn", PACKAGE)
 
 
 def own_options() -> frozenset[str]:
