@@ -23,6 +23,7 @@ from asgikit.types import Scope
 __all__ = [
     "CHAIN_KEY",
     "DEADLINE_KEY",
+    "DECISION_KEY",
     "PEER_KEY",
     "REQUEST_ID_KEY",
     "REQUEST_ID_REJECTED_KEY",
@@ -53,6 +54,11 @@ REQUEST_ID_REJECTED_KEY: Final = "asgikit.request_id.rejected"
 DEADLINE_KEY: Final = "asgikit.deadline"
 """The absolute deadline of the response start on ``anyio.current_time()``'s clock (a
 float), set by TimeoutMiddleware for the app to hand on to its own clients."""
+
+DECISION_KEY: Final = "asgikit.decisions"
+"""A dict that an answer asgikit makes itself fills in (``{"asgikit.decision": "shed",
+...}``, through ``asgikit.answers.decide``); an outer middleware puts its own empty dict
+there to read which layer answered and why."""
 
 TIMEOUT_KEY: Final = "asgikit.timeout"
 """A dict TimeoutMiddleware fills in when a limit fires (``{"error.type": "timeout",

@@ -14,19 +14,30 @@ from asgikit.types import ASGIApp, Receive, Scope, Send
 from .forwarded import (
     MAX_NODE_LENGTH,
     TrustedProxies,
+    parse_address,
     parse_forwarded_element,
     parse_node,
+    parse_prefix,
     parse_proto,
     tail_elements,
 )
 
-__all__ = ["FAMILIES", "PEER_SCOPE_KEY", "ProxyHeadersMiddleware"]
+__all__ = ["DEFAULT_FAMILIES", "FAMILIES", "PEER_SCOPE_KEY", "ProxyHeadersMiddleware"]
 
 PEER_SCOPE_KEY: Final = PEER_KEY
 """The scope key holding the untouched ``client`` (possibly None) when it was rewritten."""
 
-FAMILIES: Final = ("forwarded", "x-forwarded")
+FAMILIES: Final = (
+    "forwarded",
+    "x-forwarded",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "cf-connecting-ip",
+)
 """The header families ``headers=`` can select."""
+
+DEFAULT_FAMILIES: Final = ("forwarded", "x-forwarded")
+"""The families read unless ``headers=`` says otherwise; the others are opt-in."""
 
 _CACHE_SIZE: Final = 1024
 # Header sets longer than this (in value bytes) are resolved every time, not cached.
@@ -40,11 +51,19 @@ _XFF: Final = 1
 _XF_PROTO: Final = 2
 _XF_HOST: Final = 3
 _XF_PORT: Final = 4
+_XF_PREFIX: Final = 5
+_REAL_IP: Final = 6
+_CF_IP: Final = 7
 _X_FORWARDED_NAMES: Final = {
     b"x-forwarded-for": _XFF,
     b"x-forwarded-proto": _XF_PROTO,
     b"x-forwarded-host": _XF_HOST,
     b"x-forwarded-port": _XF_PORT,
+}
+_OPT_IN_NAMES: Final = {
+    "x-forwarded-prefix": (b"x-forwarded-prefix", _XF_PREFIX),
+    "x-real-ip": (b"x-real-ip", _REAL_IP),
+    "cf-connecting-ip": (b"cf-connecting-ip", _CF_IP),
 }
 
 _Address = tuple[str, int]
@@ -53,9 +72,12 @@ _Node = tuple[str, int, bool]
 _UNSEEN: Final[_Node] = ("", -1, False)
 _Host = tuple[bytes, str, int | None, int | None]
 """A valid forwarded host: (value, host without brackets, its port, X-Forwarded-Port)."""
-_Result = tuple[_Address | None, bool | None, _Host | None]
-"""What trusted hops said: the client (None: the peer), https or not, the host."""
-_NOTHING: Final[_Result] = (None, None, None)
+_Prefix = tuple[str, bytes]
+"""A valid forwarded path prefix: (decoded, raw)."""
+_Result = tuple[_Address | None, bool | None, _Host | None, _Prefix | None]
+"""What trusted hops said: the client (None: the peer), https or not, the host, the
+path prefix the proxy took off."""
+_NOTHING: Final[_Result] = (None, None, None, None)
 
 
 class ProxyHeadersMiddleware:
@@ -72,10 +94,14 @@ class ProxyHeadersMiddleware:
         trusted_proxies: IP addresses and CIDR networks of the proxies in front of the
             app (a comma-separated str or an iterable of str); ``"unix"`` trusts a
             Unix-socket peer; ``"*"`` trusts every peer and every hop.
-        headers: Which families to read: ``"forwarded"`` and/or ``"x-forwarded"``. With
-            both, a request carrying both chains is rewritten only when they name the
-            same client (then proto and host come from ``Forwarded``); when they
-            disagree, one was written by the client, so nothing is rewritten.
+        headers: Which families to read: ``"forwarded"`` and/or ``"x-forwarded"`` (the
+            default: both). With both, a request carrying both chains is rewritten only
+            when they name the same client (then proto and host come from
+            ``Forwarded``); when they disagree, one was written by the client, so
+            nothing is rewritten. Opt-in: ``"x-forwarded-prefix"`` (the path prefix the
+            proxy took off, into ``root_path`` and ``path``), ``"x-real-ip"`` and
+            ``"cf-connecting-ip"`` (the client from the one address the proxy in front
+            sets; it wins over the chains; both listed and disagreeing: neither).
 
     Raises:
         ValueError: An entry of ``trusted_proxies`` or ``headers`` is not valid.
@@ -89,7 +115,7 @@ class ProxyHeadersMiddleware:
         app: ASGIApp,
         *,
         trusted_proxies: str | Iterable[str] = ("127.0.0.1", "::1"),
-        headers: str | Iterable[str] = FAMILIES,
+        headers: str | Iterable[str] = DEFAULT_FAMILIES,
     ) -> None:
         self.app = app
         self._trusted = TrustedProxies.parse(trusted_proxies)
@@ -99,6 +125,9 @@ class ProxyHeadersMiddleware:
             names[b"forwarded"] = _FORWARDED
         if "x-forwarded" in families:
             names.update(_X_FORWARDED_NAMES)
+        for family, (name, slot) in _OPT_IN_NAMES.items():
+            if family in families:
+                names[name] = slot
         self._names = names
         # Bounded caches (cleared when full), each a function of its key alone: peer host
         # -> trusted; chain node -> parsed node or None; a request's proxy headers -> what
@@ -150,7 +179,7 @@ class ProxyHeadersMiddleware:
                 found.append((slot, value))
         if not found:
             return scope
-        client, secure, host = self._result(found)
+        client, secure, host, prefix = self._result(found)
         changes: dict[str, Any] = {}
         if client is not None and client != peer:
             changes["client"] = client
@@ -164,6 +193,8 @@ class ProxyHeadersMiddleware:
                 changes["scheme"] = scheme
         if host is not None:
             _host_changes(scope, headers, host, scheme, changes)
+        if prefix is not None:
+            _prefix_changes(scope, prefix, changes)
         if not changes:
             return scope
         if PEER_SCOPE_KEY not in scope:  # behind two of these, it keeps the socket's peer
@@ -186,6 +217,17 @@ class ProxyHeadersMiddleware:
         fields: dict[int, list[bytes]] = {}
         for slot, value in found:
             fields.setdefault(slot, []).append(value)
+        result = self._from_chains(fields)
+        if _REAL_IP not in fields and _CF_IP not in fields:
+            return result
+        # The proxy in front wrote the one address it saw: it names the client.
+        addresses = {parse_address(fields[slot]) for slot in (_REAL_IP, _CF_IP) if slot in fields}
+        client = addresses.pop() if len(addresses) == 1 else None
+        if client is None:  # malformed, repeated, or the two fields disagree
+            return result
+        return client, result[1], result[2], result[3]
+
+    def _from_chains(self, fields: dict[int, list[bytes]]) -> _Result:
         if _FORWARDED not in fields:
             return self._from_x_forwarded(fields)
         from_forwarded = self._from_forwarded(fields[_FORWARDED])
@@ -242,9 +284,9 @@ class ProxyHeadersMiddleware:
         index, client = self._walk([e.for_ if e is not None else None for e in elements], complete)
         element = elements[index] if index < len(elements) else None
         if element is None:
-            return client, None, None
+            return client, None, None, None
         secure = None if element.proto is None else parse_proto(element.proto)
-        return client, secure, _host(element.host, None)
+        return client, secure, _host(element.host, None), None
 
     def _from_x_forwarded(self, fields: dict[int, list[bytes]]) -> _Result:
         chain, complete = tail_elements(fields[_XFF]) if _XFF in fields else ([], True)
@@ -252,11 +294,13 @@ class ProxyHeadersMiddleware:
         count = len(chain) if complete else -1
         proto = _at_hop(fields.get(_XF_PROTO), index, count)
         secure = None if proto is None else parse_proto(proto)
+        raw_prefix = _at_hop(fields.get(_XF_PREFIX), index, count)
+        prefix = None if raw_prefix is None else parse_prefix(raw_prefix)
         host = _at_hop(fields.get(_XF_HOST), index, count)
         if host is None:
-            return client, secure, None
+            return client, secure, None, prefix
         port = _at_hop(fields.get(_XF_PORT), index, count)
-        return client, secure, _host(host, None if port is None else parse_port(port))
+        return client, secure, _host(host, None if port is None else parse_port(port)), prefix
 
 
 def _at_hop(values: list[bytes] | None, index: int, count: int) -> bytes | None:
@@ -280,6 +324,18 @@ def _host(value: bytes | None, forwarded_port: int | None) -> _Host | None:
         return None
     assert value is not None
     return value, parsed[0], parsed[1], forwarded_port
+
+
+def _prefix_changes(scope: Scope, prefix: _Prefix, changes: dict[str, Any]) -> None:
+    """Put the prefix the proxy took off in front of ``root_path``, ``path`` and
+    ``raw_path``, as a server's own root path would be (the ASGI ``path`` is the full
+    path; frameworks route on what follows ``root_path``)."""
+    decoded, raw = prefix
+    changes["root_path"] = decoded + scope.get("root_path", "")
+    changes["path"] = decoded + scope["path"]
+    raw_path = scope.get("raw_path")
+    if raw_path is not None:
+        changes["raw_path"] = raw + raw_path
 
 
 def _families(headers: str | Iterable[str]) -> frozenset[str]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from socket import inet_aton
 from typing import Final, NamedTuple, TypeAlias
+from urllib.parse import unquote_to_bytes
 
 from asgikit.hosts import parse_port
 from asgikit.options import string_list
@@ -28,11 +29,14 @@ __all__ = [
     "MAX_BYTES",
     "MAX_HOPS",
     "MAX_NODE_LENGTH",
+    "MAX_PREFIX_LENGTH",
     "ForwardedElement",
     "IPAddress",
     "TrustedProxies",
+    "parse_address",
     "parse_forwarded_element",
     "parse_node",
+    "parse_prefix",
     "parse_proto",
     "tail_elements",
 ]
@@ -311,3 +315,49 @@ def _unquote(value: bytes) -> bytes | None:
         else:
             result.append(char)
     return None if escaped else bytes(result)
+
+
+MAX_PREFIX_LENGTH: Final = 512
+"""Longer ``X-Forwarded-Prefix`` values are ignored."""
+
+# A path prefix: "/" then segments of URL path characters (RFC 3986 pchar, "%" escapes
+# included), no empty, "." or ".." segment (checked below, after decoding).
+_PREFIX: Final = re.compile(rb"(?:/[A-Za-z0-9\-._~!$&'()*+,;=:@%]+)+/?").fullmatch
+
+
+def parse_prefix(value: bytes) -> tuple[str, bytes] | None:
+    """A valid ``X-Forwarded-Prefix``: ``(decoded, raw)`` without a trailing slash, or None.
+
+    Valid: an absolute path of one or more segments (``/api``, ``/my%20app/v1``); never a
+    query, fragment, backslash, empty segment (``//evil.example``: a scheme-relative URL
+    when an app builds links from it), dot segment, or escape that decodes to ``/``, a
+    control character or invalid UTF-8.
+    """
+    if len(value) > MAX_PREFIX_LENGTH or _PREFIX(value) is None:
+        return None
+    raw = value.rstrip(b"/")
+    try:
+        decoded = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    segments = decoded.split("/")[1:]
+    if any(s in ("", ".", "..") for s in segments) or len(segments) != raw.count(b"/"):
+        return None  # an escaped "/" decodes to more segments than were sent
+    if not decoded.isprintable():
+        return None
+    return decoded, raw
+
+
+def parse_address(values: list[bytes]) -> tuple[str, int] | None:
+    """The client from a single-address header (``X-Real-IP``, ``CF-Connecting-IP``).
+
+    The proxy in front sets the field to the one address it saw. Repeated fields, a list,
+    or anything that is not an IP address (with or without a port) is None.
+    """
+    if len(values) != 1:
+        return None
+    node = parse_node(values[0].strip(_OWS))
+    if node is None:
+        return None
+    address, port = node
+    return str(address), port
