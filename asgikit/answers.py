@@ -23,10 +23,14 @@ from typing import Any, Final
 from asgikit.scopes import DECISION_KEY
 from asgikit.types import Receive, Scope, Send
 
-__all__ = ["DECISION_FIELD", "WEBSOCKET_DENIAL", "answer", "decide", "plain_text"]
+__all__ = ["DECISION_FIELD", "DETAILS", "WEBSOCKET_DENIAL", "answer", "decide", "plain_text"]
 
 DECISION_FIELD: Final = "asgikit.decision"
 """The log field and span attribute naming the decision behind an answer asgikit made."""
+
+DETAILS: Final = "asgikit.decision.details"
+"""Where :func:`decide` keeps a decision's fields (``{"concurrency.limit": 8}``) in the
+holder; the access log adds them to its line, tracing to the span."""
 
 WEBSOCKET_DENIAL: Final = "websocket.http.response"
 """The ASGI extension that lets a websocket be refused with an http response."""
@@ -53,7 +57,8 @@ def decide(scope: Scope, decision: str, **fields: Any) -> None:
     holder = scope.get(DECISION_KEY)
     if isinstance(holder, dict):
         holder[DECISION_FIELD] = decision
-        holder.update(fields)
+        if fields:
+            holder[DETAILS] = fields
 
 
 async def answer(

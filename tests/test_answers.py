@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from asgikit.answers import DECISION_FIELD, answer, decide, plain_text
+from asgikit.answers import DECISION_FIELD, DETAILS, answer, decide, plain_text
 from asgikit.contract import enforce
 from asgikit.scopes import DECISION_KEY
 from asgikit.testing import http_scope, request, websocket, websocket_scope
@@ -65,4 +65,4 @@ def test_decide_fills_the_holder_an_outer_observer_handed_down() -> None:
     decide(scope, "shed")  # nobody listens: nothing happens, nothing raises
     scope[DECISION_KEY] = holder
     decide(scope, "shed", **{"concurrency.limit": 4})
-    assert holder == {DECISION_FIELD: "shed", "concurrency.limit": 4}
+    assert holder == {DECISION_FIELD: "shed", DETAILS: {"concurrency.limit": 4}}

@@ -14,6 +14,7 @@ from typing import Any, Final
 import structlog
 from opentelemetry.trace import SpanContext
 
+from asgikit.answers import DECISION_FIELD, DETAILS
 from asgikit.fields import LineBuilder
 from asgikit.logging import (
     HTTP_EVENT,
@@ -33,6 +34,7 @@ from asgikit.paths import PathMatcher
 from asgikit.redact import ALWAYS_REDACTED_HEADERS, DEFAULT_REDACTED_QUERY_PARAMS, header_names
 from asgikit.scopes import (
     CHAIN_KEY,
+    DECISION_KEY,
     PEER_KEY,
     REQUEST_ID_KEY,
     TIMEOUT_KEY,
@@ -211,18 +213,21 @@ class AccessLogMiddleware:
         if self._excluded is not None and self._excluded(scope["path"]):
             return await self.app(scope, receive, send)
         start = _now()
-        # TimeoutMiddleware, inside, fills this dict in when one of its limits fires; it
-        # cannot reach a scope outside its own copy, so the dict is handed down. The
+        # The middleware inside fill this dict in when they answer themselves (a
+        # deadline, a 429, a shed request: asgikit.answers.decide); they cannot reach a
+        # scope outside their own copy, so the dict is handed down, under both keys. The
         # chain records the copies made inside, so that the route the framework writes
         # into its own scope can be read after the app returns.
-        holder = scope.get(TIMEOUT_KEY)
+        holder = scope.get(DECISION_KEY)
+        if not isinstance(holder, dict):
+            holder = scope.get(TIMEOUT_KEY)
         timeout: dict[str, Any] = holder if isinstance(holder, dict) else {}
         started = CHAIN_KEY not in scope
         if started:
             scope = start_chain(scope)  # a copy of our own: one store is enough
-            scope[TIMEOUT_KEY] = timeout
-        elif timeout is not holder:
-            scope = derive_scope(scope, {TIMEOUT_KEY: timeout})
+            scope[TIMEOUT_KEY] = scope[DECISION_KEY] = timeout
+        elif scope.get(DECISION_KEY) is not timeout or scope.get(TIMEOUT_KEY) is not timeout:
+            scope = derive_scope(scope, {TIMEOUT_KEY: timeout, DECISION_KEY: timeout})
         span_context = None
         if self._trace_ids and current_otel_context():  # empty: no span, and no call
             span_context = current_span_context()
@@ -270,9 +275,12 @@ class AccessLogMiddleware:
             status, error_type, floor = ex.status, None, None
         else:
             status, error_type, floor = _http_outcome(ex, error)
-        timeout_error = timeout.get("error.type") if timeout else None
-        if isinstance(timeout_error, str):  # the 504 (or the abort) was a deadline's
-            error_type = timeout_error
+        decision = None
+        if timeout:  # a layer inside answered, or a deadline fired
+            timeout_error = timeout.get("error.type")
+            if isinstance(timeout_error, str):  # the 504 (or the abort) was a deadline's
+                error_type = timeout_error
+            decision = timeout.get(DECISION_FIELD)
         if floor is None and status is not None and 0 <= status < 600:
             level = self._levels[status]  # _level's common case (see _emit's below)
         else:
@@ -298,6 +306,9 @@ class AccessLogMiddleware:
         )
         if slow:
             fields[Field.SLOW] = True
+        if decision is not None:
+            fields[DECISION_FIELD] = decision
+            fields.update(timeout.get(DETAILS, ()))
         if quiet and self._sample_rate < 1.0:
             fields[Field.SAMPLE_RATE] = self._sample_rate
         if error is None and (methods := self._methods):

@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import structlog
 
+from asgikit.answers import answer, decide
 from asgikit.headers import add_vary, get_all, get_header
 from asgikit.paths import PathTable
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
@@ -195,13 +196,15 @@ class CORSMiddleware:
         fields = get_all(headers, _ACRH)
         requested = b",".join(fields) if fields else None
         private_network = get_header(headers, _ACRPN) == b"true"
-        answer = policy.preflight(origin, method, requested, private_network)
-        if answer.denied is not None and policy.report_only:
-            self._report("preflight", scope, origin, answer.denied)
-        await send(
-            {"type": "http.response.start", "status": answer.status, "headers": [*answer.headers]}
-        )
-        await send({"type": "http.response.body", "body": answer.body})
+        preflight = policy.preflight(origin, method, requested, private_network)
+        if preflight.denied is not None:
+            if policy.report_only:
+                self._report("preflight", scope, origin, preflight.denied)
+            else:
+                decide(scope, "cors_denied", **{"cors.reason": preflight.denied})
+        start = {"type": "http.response.start", "status": preflight.status}
+        await send({**start, "headers": [*preflight.headers]})
+        await send({"type": "http.response.body", "body": preflight.body})
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         policy = self._default if self._select is None else self._select(scope["path"])
@@ -214,15 +217,8 @@ class CORSMiddleware:
             self._report("websocket", scope, origin, "origin not allowed")
             await self.app(scope, receive, send)
             return
-        message = await receive()
-        if message["type"] != "websocket.connect":  # the client is already gone
-            return
-        if "websocket.http.response" in (scope.get("extensions") or {}):
-            start = {"type": "websocket.http.response.start", "status": 403}
-            await send({**start, "headers": [*_WS_DENIAL_HEADERS]})
-            await send({"type": "websocket.http.response.body", "body": _WS_DENIAL_BODY})
-        else:  # closing before accepting: the server answers 403
-            await send({"type": "websocket.close", "code": 1008})
+        decide(scope, "cors_denied", **{"cors.reason": "origin not allowed"})
+        await answer(scope, receive, send, 403, [*_WS_DENIAL_HEADERS], _WS_DENIAL_BODY)
 
     def _report(self, kind: str, scope: Scope, origin: bytes, reason: str) -> None:
         self._logger.warning(

@@ -27,6 +27,7 @@ from typing import Final, Literal
 
 import structlog
 
+from asgikit.answers import answer, decide
 from asgikit.headers import get_header, parse_qlist
 from asgikit.options import bounded_int, flag, number, renamed
 from asgikit.paths import PathMatcher
@@ -57,7 +58,6 @@ _UNAVAILABLE_HEADERS: Final = (_TEXT, (b"content-length", b"%d" % len(_UNAVAILAB
 _LIFESPAN_END: Final = frozenset(
     {"lifespan.startup.failed", "lifespan.shutdown.complete", "lifespan.shutdown.failed"}
 )
-_WS_EXTENSION: Final = "websocket.http.response"
 _WS_CLOSE_TRY_AGAIN: Final = 1013
 
 
@@ -301,35 +301,16 @@ class RateLimitMiddleware:
             return await self.app(scope, receive, send)
         self.rejections += 1
         fields, body = _rejection(scope, rules, decisions, self._headers)
-        return await self._answer(scope, receive, send, 429, fields, body)
+        denied = next(rule for rule, d in zip(rules, decisions, strict=True) if not d.allowed)
+        decide(scope, "rate_limited", **{"rate_limit.rule": denied.name})
+        return await answer(scope, receive, send, 429, fields, body, close_code=_WS_CLOSE_TRY_AGAIN)
 
     async def _unavailable(self, scope: Scope, receive: Receive, send: Send) -> None:
         fields = [*_UNAVAILABLE_HEADERS]
-        await self._answer(scope, receive, send, 503, fields, _UNAVAILABLE_BODY)
-
-    async def _answer(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        status: int,
-        fields: list[tuple[bytes, bytes]],
-        body: bytes,
-    ) -> None:
-        """Answer without the app: an http response, or a websocket denial before accept."""
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": status, "headers": fields})
-            await send({"type": "http.response.body", "body": body})
-            return
-        message = await receive()
-        if message["type"] != "websocket.connect":  # the client is already gone
-            return
-        if _WS_EXTENSION in (scope.get("extensions") or {}):
-            start = {"type": "websocket.http.response.start", "status": status}
-            await send({**start, "headers": fields})
-            await send({"type": "websocket.http.response.body", "body": body})
-        else:  # closing before accepting: the server answers 403
-            await send({"type": "websocket.close", "code": _WS_CLOSE_TRY_AGAIN})
+        decide(scope, "rate_limit_unavailable")
+        await answer(
+            scope, receive, send, 503, fields, _UNAVAILABLE_BODY, close_code=_WS_CLOSE_TRY_AGAIN
+        )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the lifespan through; open the store at start-up, close it at shutdown."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
+from asgikit.answers import decide
 from asgikit.types import Message, Receive, Scope, Send
 
 from .answers import Abandonments, answer_messages
@@ -266,6 +267,7 @@ class RequestClock:
         self.state = ResponseState.ANSWERED
         self.fired = limit
         self.info.update({"error.type": "timeout", "limit": limit.value, "status": status})
+        decide(self.scope, "timed_out", **{"timeout.limit": limit.value})
 
     async def send_answer(self, status: int) -> None:
         start, body = answer_messages(status, self.scope.get("http_version", "1.1"))

@@ -13,7 +13,7 @@ from asgikit.observe import Exchange, route_of
 from asgikit.options import flag, string_list
 from asgikit.paths import PathMatcher
 from asgikit.redact import DEFAULT_REDACTED_QUERY_PARAMS
-from asgikit.scopes import CHAIN_KEY, end_chain, start_chain
+from asgikit.scopes import CHAIN_KEY, DECISION_KEY, end_chain, start_chain
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
 from .attributes import (
@@ -180,7 +180,14 @@ class TracingMiddleware:
         # The chain records the copies made inside: the route the framework writes into
         # its own scope is read from there after the app returns.
         started = CHAIN_KEY not in scope
-        scope = start_chain(scope)
+        # A layer inside that answers itself (asgikit.answers.decide) says why here; the
+        # access log outside may have handed its dict down already.
+        decisions = scope.get(DECISION_KEY)
+        if isinstance(decisions, dict):
+            scope = start_chain(scope)
+        else:
+            decisions = {}
+            scope = start_chain(scope, {DECISION_KEY: decisions})
         on_message = self._spans.message_events(span, skip="http.disconnect")
         ex = Exchange(
             send,
@@ -199,7 +206,7 @@ class TracingMiddleware:
             raise
         finally:
             self._spans.deactivate(active)
-            self._recorder.end(span, ex, route_of(scope), method, scheme, start)
+            self._recorder.end(span, ex, route_of(scope), method, scheme, start, decisions)
             if started:
                 end_chain(scope)
             ex.release()

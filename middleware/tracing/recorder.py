@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Span
 
+from asgikit.answers import DECISION_FIELD, DETAILS
 from asgikit.observe import Exchange
 
 from .attributes import (
@@ -115,6 +116,7 @@ class HttpRecorder:
         method: str,
         scheme: str,
         start: int,
+        decisions: Mapping[str, Any] | None = None,
     ) -> None:
         """Record the end of a request ``begin`` counted, and end its span.
 
@@ -127,6 +129,8 @@ class HttpRecorder:
             method: The method as reported (``_OTHER`` for unknown ones).
             scheme: The scope's scheme.
             start: When the request started (``time.time_ns()``).
+            decisions: What a layer inside that answered itself recorded
+                (``asgikit.answers.decide``), if one did.
         """
         error = ex.error
         self._in_flight[method, scheme] -= 1
@@ -155,6 +159,9 @@ class HttpRecorder:
                 attributes[DISCONNECTED] = True
             if self._response_capture is not None and ex.response_headers is not None:
                 self._response_capture.add(ex.response_headers, attributes)
+            if decisions and (decision := decisions.get(DECISION_FIELD)) is not None:
+                attributes[DECISION_FIELD] = decision
+                attributes.update(decisions.get(DETAILS, ()))
             span.set_attributes(attributes)
             error_status(span, error, error_type)
         span.end(end_time=end)
