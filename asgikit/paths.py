@@ -17,11 +17,17 @@ covered?", :class:`PathTable` "which entry covers it?" (the longest pattern wins
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
+from urllib.parse import quote, quote_from_bytes
 
 from asgikit.options import string_list
+from asgikit.types import Scope
 
-__all__ = ["PathMatcher", "PathTable", "path_pattern"]
+__all__ = ["PathMatcher", "PathTable", "location_path", "path_pattern"]
+
+# What a Location may carry unescaped: RFC 3986 pchar (and "%", already escaped octets).
+_PATH_SAFE: Final = "/%:@!$&'()*+,;="
+_QUERY_SAFE: Final = _PATH_SAFE + "?"
 
 _T = TypeVar("_T")
 
@@ -125,3 +131,15 @@ class PathTable(Generic[_T]):
             if _covers(pattern, path):
                 return value
         return self._default
+
+
+def location_path(scope: Scope) -> str:
+    """The request's path and query as sent, escaped for a ``Location`` header (a
+    redirect to the same resource on another scheme or host)."""
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes) and raw:
+        path = quote_from_bytes(raw, safe=_PATH_SAFE)
+    else:  # no raw_path: the decoded path, every "%" in it a literal one
+        path = quote(scope["path"], safe=_PATH_SAFE.replace("%", ""))
+    query = scope.get("query_string") or b""
+    return f"{path}?{quote_from_bytes(query, safe=_QUERY_SAFE)}" if query else path
