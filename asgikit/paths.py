@@ -16,14 +16,42 @@ covered?", :class:`PathTable` "which entry covers it?" (the longest pattern wins
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 from urllib.parse import quote, quote_from_bytes
 
 from asgikit.options import string_list
 from asgikit.types import Scope
 
-__all__ = ["PathMatcher", "PathTable", "location_path", "path_pattern"]
+__all__ = [
+    "SELECTOR_FIELDS",
+    "PathMatcher",
+    "PathTable",
+    "RuleTable",
+    "Selector",
+    "compile_route",
+    "location_path",
+    "methods_option",
+    "path_pattern",
+    "selector",
+]
+
+SELECTOR_FIELDS: Final = frozenset({"path", "route", "methods"})
+"""The fields of a rule (rate limit, body limit, concurrency limit) that say which
+requests it covers; the other fields say what it does."""
+
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_PARAM: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
+# Starlette's convertors: what each placeholder matches within a path.
+_CONVERTORS: Final = {
+    "str": "[^/]+",
+    "int": "[0-9]+",
+    "float": r"[0-9]+(?:\.[0-9]+)?",
+    "uuid": "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+    "path": ".*",
+}
 
 # What a Location may carry unescaped: RFC 3986 pchar (and "%", already escaped octets).
 _PATH_SAFE: Final = "/%:@!$&'()*+,;="
@@ -143,3 +171,132 @@ def location_path(scope: Scope) -> str:
         path = quote(scope["path"], safe=_PATH_SAFE.replace("%", ""))
     query = scope.get("query_string") or b""
     return f"{path}?{quote_from_bytes(query, safe=_QUERY_SAFE)}" if query else path
+
+
+def compile_route(template: str, where: str = "route") -> re.Pattern[str]:
+    """A pattern matching the paths of a route template (Starlette's placeholder syntax:
+    ``{name}``, ``{name:int}``, ``{name:path}``...), compiled once.
+
+    Raises:
+        ValueError: The template does not start with ``/``, names an unknown convertor,
+            or has a malformed placeholder; the message starts with *where*.
+    """
+    if not template.startswith("/"):
+        raise ValueError(f"{where}: expected a template starting with '/', got {template!r}")
+    parts: list[str] = []
+    position = 0
+    for placeholder in _PARAM.finditer(template):
+        parts.append(re.escape(template[position : placeholder.start()]))
+        convertor = placeholder.group(2) or "str"
+        if convertor not in _CONVERTORS:
+            known = ", ".join(_CONVERTORS)
+            raise ValueError(f"{where}: unknown convertor {convertor!r} (known: {known})")
+        parts.append(_CONVERTORS[convertor])
+        position = placeholder.end()
+    rest = template[position:]
+    if "{" in rest or "}" in rest:
+        raise ValueError(f"{where}: malformed placeholder in {template!r}")
+    parts.append(re.escape(rest))
+    return re.compile("".join(parts))
+
+
+def methods_option(value: object, where: str) -> frozenset[str] | None:
+    """A rule's ``methods``: uppercase tokens, ``GET`` bringing ``HEAD`` (frameworks answer
+    HEAD with the GET handler); None for any method."""
+    if value is None:
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise TypeError(f"{where}: expected a list of methods, got {value!r}")
+    methods = set()
+    for method in value:
+        if not isinstance(method, str) or not _TOKEN.fullmatch(method):
+            raise ValueError(f"{where}: {method!r} is not an HTTP method")
+        methods.add(method.upper())
+    if not methods:
+        raise ValueError(f"{where}: an empty list would match nothing; leave it out instead")
+    if "GET" in methods:
+        methods.add("HEAD")
+    return frozenset(methods)
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """Which requests a rule covers (see :func:`selector`).
+
+    Attributes:
+        matches: Truthy for a path the rule covers; None for every path.
+        methods: The methods it covers; None for every method.
+        specificity: How specific it is: the length of its path or route as written,
+            then whether it names methods. Rules are tried most specific first.
+    """
+
+    matches: Callable[[str], object] | None
+    methods: frozenset[str] | None
+    specificity: tuple[int, bool]
+
+    def __call__(self, path: str, method: str) -> bool:
+        """Whether the rule covers a request for *path* with *method*."""
+        if self.methods is not None and method not in self.methods:
+            return False
+        return self.matches is None or bool(self.matches(path))
+
+
+def selector(spec: Mapping[str, object], where: str) -> Selector:
+    """The requests a rule covers, from its ``path`` (a path pattern, as in
+    ``exclude_paths``) or ``route`` (a template such as ``/users/{id}``; matched against
+    the whole path), and ``methods``. Neither path nor route: every path.
+
+    Raises:
+        ValueError, TypeError: A field is malformed, or both ``path`` and ``route`` are
+            given; the message starts with *where* and the field.
+    """
+    path, route = spec.get("path"), spec.get("route")
+    methods = methods_option(spec.get("methods"), f"{where}.methods")
+    if path is not None and route is not None:
+        raise ValueError(f"{where}: give 'path' (a prefix) or 'route' (a template), not both")
+    if route is not None:
+        if not isinstance(route, str):
+            raise ValueError(f"{where}.route: expected a template such as '/users/{{id}}'")
+        pattern = compile_route(route, f"{where}.route")
+        return Selector(pattern.fullmatch, methods, (len(route), methods is not None))
+    if path is None:
+        return Selector(None, methods, (0, methods is not None))
+    normalised = path_pattern(path, f"{where}.path")
+    matches = None if normalised == "/" else PathMatcher([normalised], f"{where}.path")
+    return Selector(matches, methods, (len(normalised), methods is not None))
+
+
+class RuleTable(Generic[_T]):
+    """Values keyed by :class:`Selector`; a request finds the value of the most specific
+    selector covering it (ties: the first given), or the default.
+
+    Args:
+        entries: ``(selector, value)`` pairs.
+        default: What a request no selector covers finds.
+    """
+
+    __slots__ = ("_by_method", "_default")
+
+    def __init__(self, entries: Iterable[tuple[Selector, _T]], default: _T) -> None:
+        ordered = sorted(entries, key=lambda entry: entry[0].specificity, reverse=True)
+        self._default = default
+        # The candidates per method some selector names ("" for any other), computed once.
+        named = {method for entry in ordered for method in (entry[0].methods or ())}
+        self._by_method: dict[str, tuple[tuple[Callable[[str], object] | None, _T], ...]] = {
+            method: tuple(
+                (entry[0].matches, entry[1])
+                for entry in ordered
+                if entry[0].methods is None or method in entry[0].methods
+            )
+            for method in (*named, "")
+        }
+
+    def match(self, path: str, method: str) -> _T:
+        """The value for a request for *path* with *method*."""
+        candidates = self._by_method.get(method)
+        if candidates is None:
+            candidates = self._by_method[""]
+        for matches, value in candidates:
+            if matches is None or matches(path):
+                return value
+        return self._default

@@ -96,3 +96,59 @@ def test_matcher_and_table_agree_with_a_brute_force_segment_prefix(
     assert PathMatcher(sorted(unique))(path) == bool(matching)
     table = PathTable([(prefix, prefix) for prefix in unique], None)
     assert table.match(path) == (max(matching, key=len) if matching else None)
+
+
+def test_a_selector_covers_its_path_or_route_and_methods() -> None:
+    from asgikit.paths import selector
+
+    by_path = selector({"path": "/api", "methods": ["get"]}, "rules[0]")
+    assert by_path("/api/items", "GET") and by_path("/api", "HEAD")
+    assert not by_path("/apix", "GET") and not by_path("/api", "POST")
+    by_route = selector({"route": "/users/{id:int}"}, "rules[1]")
+    assert by_route("/users/7", "DELETE") and not by_route("/users/x", "GET")
+    assert selector({}, "rules[2]")("/anything", "PUT")
+    assert selector({"path": "/"}, "rules[3]").matches is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"path": "/a", "route": "/a"}, "rules\\[0\\]: give 'path'"),
+        ({"route": 3}, "rules\\[0\\].route: expected a template"),
+        ({"route": "/a/{id:hex}"}, "rules\\[0\\].route: unknown convertor 'hex'"),
+        ({"route": "/a/{id"}, "rules\\[0\\].route: malformed placeholder"),
+        ({"route": "a"}, "rules\\[0\\].route: expected a template starting with '/'"),
+        ({"methods": []}, "rules\\[0\\].methods: an empty list"),
+        ({"methods": ["GE T"]}, "rules\\[0\\].methods: 'GE T' is not an HTTP method"),
+    ],
+)
+def test_a_malformed_selector_names_its_field(spec: dict[str, object], message: str) -> None:
+    from asgikit.paths import selector
+
+    with pytest.raises(ValueError, match=message):
+        selector(spec, "rules[0]")
+
+
+def test_methods_must_be_a_list() -> None:
+    from asgikit.paths import methods_option
+
+    with pytest.raises(TypeError, match="m: expected a list of methods"):
+        methods_option("GET", "m")
+
+
+def test_the_most_specific_rule_wins_and_ties_keep_their_order() -> None:
+    from asgikit.paths import RuleTable, selector
+
+    table = RuleTable(
+        [
+            (selector({"path": "/a"}, "r"), "prefix"),
+            (selector({"path": "/a", "methods": ["POST"]}, "r"), "post"),
+            (selector({"route": "/a/{id}"}, "r"), "route"),
+            (selector({"route": "/a/{x}"}, "r"), "same length, later"),
+        ],
+        "default",
+    )
+    assert table.match("/a/1", "GET") == "route"
+    assert table.match("/a", "POST") == "post"
+    assert table.match("/a", "PATCH") == "prefix"
+    assert table.match("/b", "GET") == "default"

@@ -85,6 +85,31 @@ DIFFERENCES: dict[str, tuple[str, str]] = {
         _COMPRESSION,
         "gRPC is never compressed",
     ),
+    "test_trusted_host.py::test_trusted_host_middleware_ipv6[api_service:000080-200]": (
+        "docs/trusted_host.md#starlettes-own-tests",
+        "a Host whose port is not a TCP port (1-65535, at most five digits) is malformed: 400",
+    ),
+    "test_trusted_host.py::test_trusted_host_middleware_ipv6[api_service:65536-200]": (
+        "docs/trusted_host.md#starlettes-own-tests",
+        "a Host whose port is not a TCP port (1-65535, at most five digits) is malformed: 400",
+    ),
+    "test_trusted_host.py::test_trusted_host_middleware_ipv6[api_service:100000-200]": (
+        "docs/trusted_host.md#starlettes-own-tests",
+        "a Host whose port is not a TCP port (1-65535, at most five digits) is malformed: 400",
+    ),
+    "test_body_limit.py::test_received_bytes_are_counted_with_unreliable_content_length": (
+        "docs/body_limit.md#starlettes-own-tests",
+        "past the limit the app reads http.disconnect (Starlette's request.body() raises "
+        "ClientDisconnect), and a Content-Length that does not parse is a 400",
+    ),
+    "test_body_limit.py::test_limit_exceeded_after_response_started_is_raised": (
+        "docs/body_limit.md#starlettes-own-tests",
+        "past the limit the app reads http.disconnect: nothing is raised",
+    ),
+    "test_body_limit.py::test_existing_scope_limit_is_restored": (
+        "docs/body_limit.md#starlettes-own-tests",
+        "the scope key starlette.max_body_size is neither written nor read",
+    ),
 }
 
 _BACKEND = re.compile(r"^(asyncio|trio)-?|-?(asyncio|trio)$")
