@@ -25,6 +25,7 @@ __all__ = [
     "DEADLINE_KEY",
     "DECISION_KEY",
     "PEER_KEY",
+    "RATE_LIMIT_USAGE_KEY",
     "REQUEST_ID_KEY",
     "REQUEST_ID_REJECTED_KEY",
     "TIMEOUT_KEY",
@@ -59,6 +60,10 @@ DECISION_KEY: Final = "asgikit.decisions"
 """A dict that an answer asgikit makes itself fills in (``{"asgikit.decision": "shed",
 ...}``, through ``asgikit.answers.decide``); an outer middleware puts its own empty dict
 there to read which layer answered and why."""
+
+RATE_LIMIT_USAGE_KEY: Final = "asgikit.rate_limit.usage"
+"""The ``Usage`` object RateLimitMiddleware hands the app on rules with ``usage``: the
+app calls its ``charge(n)`` with what the request used (tokens, bytes) after the fact."""
 
 TIMEOUT_KEY: Final = "asgikit.timeout"
 """A dict TimeoutMiddleware fills in when a limit fires (``{"error.type": "timeout",

@@ -12,9 +12,18 @@ requests reach the app with the original ``receive``; ``RateLimit-Policy`` and
 429 with ``Retry-After`` (never earlier than the ``t`` it reports) and never reach the
 app; a websocket connect is denied before it is accepted.
 
+Rules that are more than one cell per request at a fixed rate take the weighed path
+(``dynamic.plan``): a rule's rate may come from a function of the request (the caller's
+plan, cached per key), a request may cost several cells, a rule may take charges the
+app reports after the response (``scope["asgikit.rate_limit.usage"]``) or count only
+responses of some statuses (checked before the app, debited when the status is known:
+``accounting``). Every decision is counted per rule and outcome (``metrics``). A
+websocket connection may be held to a message rate (``websocket``).
+
 The store is the only I/O. When it fails (``StoreError``: Redis down, or slower than the
 ``timeout`` budget) the request is let through or answered 503, by ``on_backend_error``;
-the failure is counted and logged at most once per ``log_interval``. The store opens at
+the failure is counted and logged at most once per ``log_interval``. A rate or cost
+function that raises is treated the same way. The store opens at
 lifespan start-up (or at the first request) and closes at shutdown.
 """
 
@@ -22,36 +31,28 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Sequence
-from typing import Final, Literal
+from collections.abc import Sequence
+from typing import Any, Final, Literal
 
 import structlog
 
 from asgikit.answers import answer, decide
-from asgikit.headers import get_header, parse_qlist
 from asgikit.options import bounded_int, flag, number, renamed
 from asgikit.paths import PathMatcher
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
+from .accounting import run_counted
 from .backends import open_store
-from .rules import (
-    Rule,
-    RuleSpec,
-    build_rules,
-    rate_limit_value,
-    retry_seconds,
-)
-from .store import Decision, Store, StoreError
+from .dynamic import USAGE_KEY, QuotaCache, RuleError, Usage, plan
+from .metrics import DecisionMetrics
+from .responses import rejection, with_headers
+from .rules import Rule, RuleSpec, build_rules, quota_of
+from .store import Check, Decision, Quota, Store, StoreError
+from .websocket import limit_messages
 
-__all__ = ["RateLimitMiddleware", "RuleSpec"]
+__all__ = ["USAGE_KEY", "RateLimitMiddleware", "RuleSpec", "Usage"]
 
-_ACCEPT: Final = b"accept"
-_POLICY: Final = b"ratelimit-policy"
-_RATELIMIT: Final = b"ratelimit"
-_JSON_TYPES: Final = (b"application/json", b"application/*")
-_TEXT_TYPES: Final = (b"text/plain", b"text/*", b"*/*")
 _TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")
-_JSON: Final = (b"content-type", b"application/json")
 _UNAVAILABLE_BODY: Final = b"Service Unavailable: the rate limit backend is unavailable.\n"
 _UNAVAILABLE_HEADERS: Final = (_TEXT, (b"content-length", b"%d" % len(_UNAVAILABLE_BODY)))
 # After these the process is going down: the store's connections can go.
@@ -61,66 +62,20 @@ _LIFESPAN_END: Final = frozenset(
 _WS_CLOSE_TRY_AGAIN: Final = 1013
 
 
-def _prefers_json(scope: Scope) -> bool:
-    """Whether ``Accept`` ranks ``application/json`` above ``text/plain``."""
-    accept = get_header(scope["headers"], _ACCEPT)
-    if accept is None:
-        return False
-    accept = accept.lower()  # media types compare without case (RFC 9110, 8.3.1)
-    if b"application/" not in accept:
-        return False
-    weights = dict(reversed(parse_qlist(accept)))  # the first mention of a type wins
-    json_q = next((weights[t] for t in _JSON_TYPES if t in weights), 0.0)
-    text_q = next((weights[t] for t in _TEXT_TYPES if t in weights), 0.0)
-    return json_q > text_q
-
-
-def _rejection(
-    scope: Scope, rules: Sequence[Rule], decisions: Sequence[Decision], headers: bool
-) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    """The 429's headers and body."""
-    retry_after = 1
-    denied = ""
-    # RateLimit lists the rules that rejected: the others consumed nothing, and their
-    # figures would describe a request that did not count.
-    denying: list[Rule] = []
-    their_decisions: list[Decision] = []
-    for rule, decision in zip(rules, decisions, strict=True):
-        if not decision.allowed:
-            denying.append(rule)
-            their_decisions.append(decision)
-            wait = retry_seconds(decision.retry_after)
-            if wait >= retry_after:
-                retry_after, denied = wait, rule.name
-    if _prefers_json(scope):
-        body = b'{"error":"rate_limited","policy":"%s","retry_after":%d}' % (
-            denied.encode("ascii"),
-            retry_after,
-        )
-        content_type = _JSON
-    else:
-        body = b"Too Many Requests: retry in %d seconds.\n" % retry_after
-        content_type = _TEXT
-    fields = [content_type, (b"content-length", b"%d" % len(body))]
-    fields.append((b"retry-after", b"%d" % retry_after))
-    if headers:
-        fields.append((_POLICY, b", ".join(rule.policy for rule in rules)))
-        fields.append((_RATELIMIT, rate_limit_value(denying, their_decisions)))
-    return fields, body
-
-
 class RateLimitMiddleware:
     """Limit request rates with GCRA: per client address, API key header or route.
 
     Args:
         app: The ASGI app to wrap.
         rules: The rules (``RuleSpec`` mappings: ``name``, ``path`` or ``route``,
-            ``methods``, ``rate``, ``burst``, ``key``). Every rule matching a request
-            applies; all are checked at once, all-or-nothing.
+            ``methods``, ``rate``, ``burst``, ``key``, ``cost``, ``usage``,
+            ``count_status``, ``cache``). Every rule matching a request applies; all
+            are checked at once, all-or-nothing.
         rate: Instead of ``rules``: one global rule named ``default`` (``"100/minute"``).
         burst: With ``rate``: the requests allowed at once (default: the count).
-        storage: ``memory://`` (this process) or ``redis://host:port/db`` (shared by
-            every worker; the ``redis`` extra).
+        storage: ``memory://`` (this process), ``redis://host:port/db`` (shared by
+            every worker; the ``redis`` extra) or ``redis+cluster://host:port[,...]``
+            (Redis Cluster).
         key: The default key of the rules: ``client`` (the address, as
             ProxyHeadersMiddleware resolved it), ``header:<name>`` (hashed), ``route``
             (one bucket per rule) or ``module:function`` (``function(scope) -> str |
@@ -143,7 +98,14 @@ class RateLimitMiddleware:
             waiting for a free one or opening one (Redis).
         max_keys: The memory store's bound; the least recently used key goes first.
         ipv6_prefix: IPv6 clients share a bucket per network of this prefix length.
-        log_interval: Backend errors are logged at most once per this many seconds.
+        log_interval: Backend errors, and errors of rate and cost functions, are logged
+            at most once per this many seconds.
+        meter_provider: An OpenTelemetry ``MeterProvider`` for the decision counter
+            ``asgikit.rate_limit.decisions``; the global one by default.
+        websocket_message_rate: Each websocket connection's message rate
+            (``"10/second"``); a client sending faster is closed with 1008.
+        websocket_message_burst: With ``websocket_message_rate``: the messages allowed
+            at once (default: the count).
 
     Attributes:
         store: The ``Store`` (its ``round_trips`` counts backend calls).
@@ -151,6 +113,7 @@ class RateLimitMiddleware:
         report_only_rejections: Requests that would have been rejected in report-only
             mode (``shadow_rejections``, its old name, reads the same).
         backend_errors: Store failures.
+        rule_errors: Rate or cost functions that raised or returned something unusable.
 
     Raises:
         ValueError: An option has a bad value (the message starts with its name).
@@ -164,7 +127,10 @@ class RateLimitMiddleware:
         "_last_logged",
         "_log_interval",
         "_logger",
+        "_messages",
+        "_metrics",
         "_opened",
+        "_quotas",
         "_report_only",
         "_rules",
         "_suppressed",
@@ -172,6 +138,7 @@ class RateLimitMiddleware:
         "backend_errors",
         "rejections",
         "report_only_rejections",
+        "rule_errors",
         "store",
     )
 
@@ -194,6 +161,9 @@ class RateLimitMiddleware:
         ipv6_prefix: int = 64,
         log_interval: float = 60.0,
         per_worker: bool = False,
+        meter_provider: Any = None,
+        websocket_message_rate: str | None = None,
+        websocket_message_burst: int | None = None,
         shadow: bool | None = None,
         exempt: Sequence[str] | None = None,
     ) -> None:
@@ -212,6 +182,11 @@ class RateLimitMiddleware:
         number(log_interval, "log_interval", minimum=0)
         bounded_int(max_keys, "max_keys", 1)
         self._rules = build_rules(rules, rate=rate, burst=burst, key=key, ipv6_prefix=ipv6_prefix)
+        if meter_provider is not None and not callable(getattr(meter_provider, "get_meter", 0)):
+            raise TypeError(f"meter_provider: expected a MeterProvider, not {meter_provider!r}")
+        self._metrics = DecisionMetrics(meter_provider, [r.name for r in self._rules.rules])
+        self._quotas = QuotaCache(max_keys)
+        self._messages = _message_quota(websocket_message_rate, websocket_message_burst)
         excluded = PathMatcher(exclude_paths, "exempt" if exempt is not None else "exclude_paths")
         self._excluded = excluded if excluded else None
         if not isinstance(storage, str):
@@ -232,11 +207,12 @@ class RateLimitMiddleware:
         self._log_interval = float(log_interval)
         self._logger = structlog.get_logger("asgikit.rate_limit")
         self._opened = False
-        self._last_logged = -math.inf
-        self._suppressed = 0
+        self._last_logged: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
         self.rejections = 0
         self.report_only_rejections = 0
         self.backend_errors = 0
+        self.rule_errors = 0
 
     @property
     def shadow_rejections(self) -> int:
@@ -257,9 +233,13 @@ class RateLimitMiddleware:
         excluded = self._excluded
         if excluded is not None and excluded(path):
             return await self.app(scope, receive, send)
+        if kind == "websocket" and self._messages is not None:
+            receive, send = limit_messages(receive, send, self._messages)
         rules = self._rules.match(path, method)
         if not rules:
             return await self.app(scope, receive, send)
+        if not self._rules.simple:
+            return await self._weighed(scope, receive, send, rules)
         checks = []  # every matching rule, decided in one store call (all-or-nothing)
         for rule in rules:
             checks.append((rule.storage_key(scope), rule.quota))  # noqa: PERF401 (below)
@@ -268,20 +248,69 @@ class RateLimitMiddleware:
                 await self._open()
             decisions = await self.store.acquire(checks)
         except StoreError as exc:
-            self._backend_failed(exc)
-            if self._deny_on_error:
-                return await self._unavailable(scope, receive, send)
-            return await self.app(scope, receive, send)
+            return await self._failed(scope, receive, send, rules, exc)
         for decision in decisions:
             if not decision.allowed:
                 return await self._denied(scope, receive, send, rules, decisions)
+        self._metrics.record(rules, "allowed")
         if self._headers and kind == "http":
-            send = _with_headers(send, rules, decisions)
+            send = with_headers(send, rules, decisions)
         return await self.app(scope, receive, send)
 
     # Plain loops above, not comprehensions or all(): on Python 3.11 each is a function
     # call (rate limit A/B, one rule, allowed, 2026-12-07: 4.31 µs against 4.78 with a
     # helper coroutine, all() and a comprehension; spread 0.05).
+
+    async def _weighed(
+        self, scope: Scope, receive: Receive, send: Send, rules: Sequence[Rule]
+    ) -> None:
+        """The path of rules with a caller's rate, a cost, usage or counted statuses."""
+        try:
+            applied, checks = plan(rules, scope, self._quotas)
+            decisions = await self._acquire(checks) if checks else []
+        except (StoreError, RuleError) as exc:
+            return await self._failed(scope, receive, send, rules, exc)
+        if not checks:  # no limit for this caller
+            return await self.app(scope, receive, send)
+        for decision in decisions:
+            if not decision.allowed:
+                return await self._denied(scope, receive, send, applied, decisions)
+        self._metrics.record(applied, "allowed")
+        if self._headers and scope["type"] == "http":
+            send = with_headers(send, applied, decisions)
+        return await run_counted(self.app, scope, receive, send, applied, checks, self._charge)
+
+    async def _acquire(self, checks: Sequence[Check]) -> list[Decision]:
+        if not self._opened:
+            await self._open()
+        return await self.store.acquire(checks)
+
+    async def _charge(self, checks: list[Check]) -> None:
+        """Charges after the decision: a failing store is logged, the response goes on."""
+        try:
+            await self._acquire(checks)
+        except StoreError as exc:
+            self._backend_failed(exc)
+
+    async def _failed(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rules: Sequence[Rule],
+        error: StoreError | RuleError,
+    ) -> None:
+        """The store or a rule function failed: allow, or 503, as ``on_backend_error``."""
+        if isinstance(error, RuleError):
+            self.rule_errors += 1
+            self._log_failure("rate_limit.rule_error", error, self.rule_errors)
+        else:
+            self._backend_failed(error)
+        if self._deny_on_error:
+            self._metrics.record(rules, "failed_closed")
+            return await self._unavailable(scope, receive, send)
+        self._metrics.record(rules, "failed_open")
+        return await self.app(scope, receive, send)
 
     async def _open(self) -> None:
         await self.store.open()
@@ -296,12 +325,15 @@ class RateLimitMiddleware:
         decisions: Sequence[Decision],
     ) -> None:
         """A rule said no: a 429 (or, in report-only mode, a log line and the app)."""
+        denying = [rule for rule, d in zip(rules, decisions, strict=True) if not d.allowed]
         if self._report_only:
+            self._metrics.record(denying, "would_limit")
             self._would_reject(scope, rules, decisions)
             return await self.app(scope, receive, send)
+        self._metrics.record(denying, "limited")
         self.rejections += 1
-        fields, body = _rejection(scope, rules, decisions, self._headers)
-        denied = next(rule for rule, d in zip(rules, decisions, strict=True) if not d.allowed)
+        fields, body = rejection(scope, rules, decisions, self._headers)
+        denied = denying[0]
         decide(scope, "rate_limited", **{"rate_limit.rule": denied.name})
         return await answer(scope, receive, send, 429, fields, body, close_code=_WS_CLOSE_TRY_AGAIN)
 
@@ -345,19 +377,22 @@ class RateLimitMiddleware:
 
     def _backend_failed(self, error: StoreError) -> None:
         self.backend_errors += 1
+        self._log_failure("rate_limit.backend_error", error, self.backend_errors)
+
+    def _log_failure(self, event: str, error: Exception, errors: int) -> None:
+        """Log *event* at most once per ``log_interval``, with how many went unlogged."""
         now = time.monotonic()
-        if now - self._last_logged < self._log_interval:
-            self._suppressed += 1
+        if now - self._last_logged.get(event, -math.inf) < self._log_interval:
+            self._suppressed[event] = self._suppressed.get(event, 0) + 1
             return
-        self._last_logged = now
+        self._last_logged[event] = now
         self._logger.warning(
-            "rate_limit.backend_error",
+            event,
             error=repr(error),
             on_backend_error="deny" if self._deny_on_error else "allow",
-            errors=self.backend_errors,
-            suppressed=self._suppressed,
+            errors=errors,
+            suppressed=self._suppressed.pop(event, 0),
         )
-        self._suppressed = 0
 
     def _would_reject(
         self, scope: Scope, rules: Sequence[Rule], decisions: Sequence[Decision]
@@ -371,20 +406,14 @@ class RateLimitMiddleware:
         )
 
 
-def _with_headers(send: Send, rules: Sequence[Rule], decisions: Sequence[Decision]) -> Send:
-    """*send*, adding ``RateLimit-Policy`` and ``RateLimit`` to the response start."""
-    if len(rules) == 1:
-        policy_field = rules[0].policy_field
-    else:
-        policy_field = (_POLICY, b", ".join(rule.policy for rule in rules))
-    ratelimit_field = (_RATELIMIT, rate_limit_value(rules, decisions))
-
-    # A plain function returning send's awaitable: a valid ASGI send without a coroutine
-    # frame per message (docs/architecture.md, Speed: 0.14 µs a layer).
-    def send_with_headers(message: Message) -> Awaitable[None]:
-        if message["type"] == "http.response.start":
-            headers = [*message.get("headers", ()), policy_field, ratelimit_field]
-            message = {**message, "headers": headers}
-        return send(message)
-
-    return send_with_headers
+def _message_quota(rate: str | None, burst: int | None) -> Quota | None:
+    """The websocket message quota of the options, if any."""
+    if rate is None:
+        if burst is not None:
+            raise ValueError("websocket_message_burst: only with websocket_message_rate")
+        return None
+    try:
+        return quota_of(rate, burst, "")
+    except ValueError as exc:
+        option = "websocket_message_burst" if ".burst" in str(exc) else "websocket_message_rate"
+        raise ValueError(f"{option}: {str(exc).split(': ', 1)[1]}") from None

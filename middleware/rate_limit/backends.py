@@ -12,6 +12,7 @@ from .store import MemoryStore, Store
 __all__ = ["open_store"]
 
 _REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
+_CLUSTER_SCHEMES: Final = frozenset({"redis+cluster", "rediss+cluster"})
 
 
 def open_store(
@@ -26,8 +27,9 @@ def open_store(
 
     ``memory://`` (optionally ``memory://?max_keys=N``) gives a ``MemoryStore``;
     ``redis://``, ``rediss://`` and ``unix://`` give a ``RedisStore`` (the ``redis``
-    extra) whose commands take at most *timeout* seconds, whose connections take at most
-    *connect_timeout*, and whose keys start with *prefix*.
+    extra), ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` with TLS)
+    a ``ClusterStore`` on Redis Cluster; their commands take at most *timeout* seconds,
+    their connections at most *connect_timeout*, and their keys start with *prefix*.
 
     Raises:
         ValueError: unknown scheme, or a bad ``memory://`` URL or option.
@@ -47,15 +49,17 @@ def open_store(
                 raise ValueError(f"max_keys: expected an integer, got {value!r}")
             max_keys = int(value)
         return MemoryStore(max_keys=max_keys)
-    if scheme in _REDIS_SCHEMES:
+    if scheme in _REDIS_SCHEMES or scheme in _CLUSTER_SCHEMES:
         try:
+            from asgikit.middleware.rate_limit.cluster_store import ClusterStore
             from asgikit.middleware.rate_limit.redis_store import RedisStore
         except ImportError as exc:
             raise ImportError(
                 f"storage {scheme}:// needs redis-py: pip install 'asgikit[redis]'"
             ) from exc
-        return RedisStore(url, timeout=timeout, prefix=prefix, connect_timeout=connect_timeout)
+        kind = ClusterStore if scheme in _CLUSTER_SCHEMES else RedisStore
+        return kind(url, timeout=timeout, prefix=prefix, connect_timeout=connect_timeout)
     raise ValueError(
         f"unsupported storage URL {mask_passwords(url)!r}: expected memory://, redis://, "
-        "rediss:// or unix://"
+        "rediss://, unix://, redis+cluster:// or rediss+cluster://"
     )

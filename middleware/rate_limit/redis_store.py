@@ -30,9 +30,8 @@ Failure handling:
 Connections: a blocking pool of at most 50 per process (``?max_connections=N`` in the
 URL changes it).
 
-Redis Cluster: the client is a plain (non-cluster) client, and a script's keys must all
-live in one hash slot, so checks with different keys in one ``acquire`` fail there with
-CROSSSLOT unless the middleware puts them under one hash tag.
+Redis Cluster is ``ClusterStore`` (``cluster_store``): this store's client is a plain
+(non-cluster) client.
 """
 
 from __future__ import annotations
@@ -49,14 +48,16 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from asgikit.options import mask_passwords, number
 
-from .store import MICROSECONDS, Decision, Quota, StoreError
+from .store import MICROSECONDS, Check, Decision, StoreError, weigh
 
 __all__ = ["SCRIPT", "RedisStore"]
 
 SCRIPT: Final = """
--- GCRA for every KEYS[i] with ARGV[2i-1] = interval (T) and ARGV[2i] = tolerance (tau),
--- both in microseconds. Returns four integers per key: allowed (1/0), remaining,
--- reset and retry-after (microseconds). New TATs are stored only when all allow.
+-- GCRA with n cells for every KEYS[i]; ARGV[4i-3..4i] = interval (T) and tolerance (tau)
+-- in microseconds, need and take in cells (need < 0: always allowed, a charge).
+-- Returns four integers per key: allowed (1/0), remaining, reset and retry-after
+-- (microseconds). New TATs are stored only when all allow; one at or before now is
+-- dropped (a refund down to a full bucket).
 if redis.replicate_commands then redis.replicate_commands() end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -64,8 +65,10 @@ local pending = {}
 local result = {}
 local allowed_all = true
 for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local tolerance = tonumber(ARGV[2 * i])
+  local interval = tonumber(ARGV[4 * i - 3])
+  local tolerance = tonumber(ARGV[4 * i - 2])
+  local need = tonumber(ARGV[4 * i - 1])
+  local take = tonumber(ARGV[4 * i])
   local tat = pending[key]
   if tat == nil then
     tat = tonumber(redis.call('GET', key))
@@ -73,13 +76,17 @@ for i, key in ipairs(KEYS) do
   if tat == nil or tat < now then
     tat = now
   end
-  local wait = tat + interval - now
+  local wait = tat + need * interval - now
   local at = 4 * i - 3
-  if wait <= tolerance then
-    pending[key] = tat + interval
+  if need < 0 or wait <= tolerance then
+    local new_tat = tat + take * interval
+    if take ~= 0 then
+      pending[key] = new_tat
+    end
+    local held = math.max(0, new_tat - now)
     result[at] = 1
-    result[at + 1] = math.floor((tolerance - wait) / interval)
-    result[at + 2] = wait
+    result[at + 1] = math.max(0, math.floor((tolerance - held) / interval))
+    result[at + 2] = held
     result[at + 3] = 0
   else
     allowed_all = false
@@ -91,8 +98,12 @@ for i, key in ipairs(KEYS) do
 end
 if allowed_all then
   for key, tat in pairs(pending) do
-    -- %.0f: tostring() keeps only 14 digits, a microsecond timestamp has 16.
-    redis.call('SET', key, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+    if tat > now then
+      -- %.0f: tostring() keeps only 14 digits, a microsecond timestamp has 16.
+      redis.call('SET', key, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+    else
+      redis.call('DEL', key)
+    end
   end
 end
 return result
@@ -122,6 +133,9 @@ class RedisStore:
             pool, or to open one.
     """
 
+    drop_failed_client = True
+    """Whether a connection failure replaces the client (see ``ClusterStore``)."""
+
     def __init__(
         self,
         url: str,
@@ -136,22 +150,25 @@ class RedisStore:
         number(connect_timeout, "connect_timeout", above=0)
         if not isinstance(prefix, str):
             raise TypeError(f"prefix: expected a string, got {prefix!r}")
-        try:
-            redis.asyncio.connection.parse_url(url)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"bad Redis URL {mask_passwords(url)!r}: {exc}") from None
+        self.prefix = prefix
+        self._check_url(url)
         self.url = url
         self.timeout = float(timeout)
-        self.prefix = prefix
         self.cooldown = float(cooldown)
         self.connect_timeout = float(connect_timeout)
         self.round_trips = 0
         self.failures = 0
-        self._client: redis.asyncio.Redis | None = None
+        self._client: Any = None  # redis.asyncio.Redis, or RedisCluster (ClusterStore)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry_at = 0.0
         self._timed_out = False  # the last call ran out of its budget
         self._disposing: set[asyncio.Task[None]] = set()
+
+    def _check_url(self, url: str) -> None:
+        try:
+            redis.asyncio.connection.parse_url(url)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"bad Redis URL {mask_passwords(url)!r}: {exc}") from None
 
     async def open(self) -> None:
         """Create the client, connect and load the script, so that the first requests
@@ -172,8 +189,8 @@ class RedisStore:
         if disposing:
             await asyncio.gather(*disposing)
 
-    async def acquire(self, checks: Sequence[tuple[str, Quota]]) -> list[Decision]:
-        """One decision per ``(key, quota)``, all-or-nothing, in one round trip.
+    async def acquire(self, checks: Sequence[Check]) -> list[Decision]:
+        """One decision per check, all-or-nothing, in one round trip.
 
         Raises:
             StoreError: Redis failed, did not answer within the budgets, failed less
@@ -188,11 +205,8 @@ class RedisStore:
                 raise StoreError(f"Redis failed less than {self.cooldown:g}s ago; not retrying yet")
             self._retry_at = now + self.cooldown  # this call probes; the others fail fast
         client = self._client_for(loop)
-        args: list[str | int] = [self.prefix + key for key, _ in checks]
-        for _, quota in checks:
-            args += (quota.interval_us, quota.tolerance_us)
         try:
-            reply = await self._run(client, len(checks), args)
+            reply = await self._run(client, len(checks), self._script_args(checks))
         except ResponseError as exc:
             self._retry_at = 0.0  # Redis answered: it is up
             raise StoreError(f"Redis refused the rate-limit script: {exc}") from exc
@@ -211,11 +225,22 @@ class RedisStore:
             for at in range(0, len(reply), 4)
         ]
 
-    async def _run(self, client: redis.asyncio.Redis, count: int, args: list[str | int]) -> Any:
+    def _script_args(self, checks: Sequence[Check]) -> list[str | int]:
+        weighed = [weigh(check) for check in checks]
+        stored_key = self._stored_key
+        args: list[str | int] = [stored_key(key) for key, _, _, _ in weighed]
+        for _, quota, need, take in weighed:
+            args += (quota.interval_us, quota.tolerance_us, need, take)
+        return args
+
+    def _stored_key(self, key: str) -> str:
+        return self.prefix + key
+
+    async def _run(self, client: Any, count: int, args: list[str | int]) -> Any:
         pool = client.connection_pool
         try:
             async with asyncio.timeout(self.connect_timeout):
-                connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+                connection = await pool.get_connection()
         except TimeoutError as exc:
             raise _ConnectTimeout from exc
         try:
@@ -239,7 +264,7 @@ class RedisStore:
             await connection.send_command("EVAL", SCRIPT, count, *args)
             return await connection.read_response()
 
-    def _client_for(self, loop: asyncio.AbstractEventLoop) -> redis.asyncio.Redis:
+    def _client_for(self, loop: asyncio.AbstractEventLoop) -> Any:
         # A client belongs to the loop it was made on (tests run one loop per test).
         if self._client is None or self._loop is not loop:
             pool = redis.asyncio.BlockingConnectionPool.from_url(
@@ -254,9 +279,7 @@ class RedisStore:
             self._loop = loop
         return self._client
 
-    def _fail(
-        self, client: redis.asyncio.Redis, loop: asyncio.AbstractEventLoop, exc: Exception
-    ) -> None:
+    def _fail(self, client: Any, loop: asyncio.AbstractEventLoop, exc: Exception) -> None:
         self.failures += 1
         timed_out = isinstance(exc, TimeoutError) and not isinstance(exc, _ConnectTimeout)
         if timed_out and not self._timed_out:
@@ -266,7 +289,7 @@ class RedisStore:
             return
         self._timed_out = False
         self._retry_at = time.monotonic() + self.cooldown
-        if self._client is client:
+        if self._client is client and self.drop_failed_client:
             # Its pool may hold half-read connections: start over with a new client.
             self._client = self._loop = None
             task = loop.create_task(_dispose(client))
@@ -300,7 +323,7 @@ def _current_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-async def _dispose(client: redis.asyncio.Redis) -> None:
+async def _dispose(client: Any) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(1.0):
             await client.aclose()

@@ -1,28 +1,31 @@
-"""RateLimitMiddleware's pure logic: rule parsing and matching, keys, header values.
+"""RateLimitMiddleware's pure logic: rule parsing and matching, header values.
 
 Nothing here does I/O. ``build_rules`` validates the options once, in ``__init__``;
-per request, ``RuleSet.match`` picks the rules for a path and method and each rule's
-``storage_key`` turns the scope into a store key ``"<rule>:<kind>:<digest>"`` whose digest
-never contains the raw client value (addresses, API keys and callable results are hashed).
+per request, ``RuleSet.match`` picks the rules for a path and method, and each rule's
+``storage_key`` (``keys``) gives its store key. A rule may take its rate from a function
+of the request (``dynamic``), weigh requests by a cost, take charges after the response
+(``usage``) or count only responses of some statuses.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib
-import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, TypedDict
 
-from asgikit.headers import get_header
-from asgikit.options import bounded_int
-from asgikit.paths import PathMatcher, path_pattern
+from asgikit.options import bounded_int, number
+from asgikit.paths import selector
 from asgikit.types import Scope
 
+from .keys import (
+    ANONYMOUS,
+    IMPORT,
+    client_digest,
+    import_callable,
+    storage_key,
+)
 from .store import Decision, Quota, parse_rate
 
 __all__ = [
@@ -32,30 +35,18 @@ __all__ = [
     "RuleSpec",
     "build_rules",
     "client_digest",
-    "compile_route",
     "rate_limit_value",
     "reset_seconds",
     "retry_seconds",
+    "with_quota",
 ]
 
-ANONYMOUS: Final = "anonymous"
-"""The digest of a request without a usable key: one bucket per rule, shared by such
-requests only (a hex digest can never equal it)."""
-
-_RULE_FIELDS: Final = frozenset({"name", "path", "route", "methods", "rate", "burst", "key"})
+_RULE_FIELDS: Final = frozenset(
+    {"name", "path", "route", "methods", "rate", "burst", "key", "cost", "usage"}
+    | {"count_status", "cache"}
+)
 _NAME: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_PARAM: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
-_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_IMPORT: Final = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-# Starlette's convertors: what each placeholder matches within a path.
-_CONVERTORS: Final = {
-    "str": "[^/]+",
-    "int": "[0-9]+",
-    "float": r"[0-9]+(?:\.[0-9]+)?",
-    "uuid": "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
-    "path": ".*",
-}
-_PERSON: Final = b"asgikit-rl"
+_STATUS_CLASS: Final = re.compile(r"[1-5]xx")
 
 
 class RuleSpec(TypedDict, total=False):
@@ -63,9 +54,14 @@ class RuleSpec(TypedDict, total=False):
 
     ``path`` (a prefix, on whole segments) or ``route`` (a template such as
     ``/users/{id}``) selects the requests; neither means every path. ``methods``
-    narrows it (websocket connects count as ``GET``). ``rate`` is ``"<count>/<period>"``;
-    ``burst`` the requests allowed at once (default: the count). ``key`` overrides the
-    middleware's ``key`` option for this rule.
+    narrows it (websocket connects count as ``GET``). ``rate`` is ``"<count>/<period>"``,
+    or ``module:function`` (a callable in code): ``function(scope)`` returns the rate of
+    this request's caller, ``(rate, burst)``, or None for no limit, remembered per key
+    for ``cache`` seconds. ``burst`` is the cells allowed at once (default: the count).
+    ``key`` overrides the middleware's ``key`` option for this rule. ``cost``: the cells a
+    request takes, an integer or ``module:function`` returning one. ``usage``: the app
+    may charge more after the response (``scope["asgikit.rate_limit.usage"]``).
+    ``count_status``: count only responses with these statuses (``401``, ``"5xx"``).
     """
 
     name: str
@@ -75,107 +71,10 @@ class RuleSpec(TypedDict, total=False):
     rate: str
     burst: int
     key: str
-
-
-def _digest(value: str) -> str:
-    return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-
-
-@functools.lru_cache(maxsize=8192)
-def client_digest(host: str, ipv6_prefix: int) -> str:
-    """The hashed bucket of a client address: IPv6 grouped by ``/ipv6_prefix``,
-    IPv4-mapped IPv6 as the IPv4 address, anything else (a hostname) as given."""
-    if ":" in host:
-        try:
-            address = ipaddress.IPv6Address(host)
-        except ValueError:
-            return _digest(host)
-        mapped = address.ipv4_mapped
-        if mapped is not None:
-            return _digest(str(mapped))
-        network = int(address) >> (128 - ipv6_prefix)
-        return _digest(f"{network:x}/{ipv6_prefix}")
-    return _digest(host)
-
-
-def compile_route(template: str, where: str = "route") -> re.Pattern[str]:
-    """A pattern matching the paths of a route template (Starlette's placeholder syntax:
-    ``{name}``, ``{name:int}``, ``{name:path}``...), compiled once."""
-    if not template.startswith("/"):
-        raise ValueError(f"{where}: expected a template starting with '/', got {template!r}")
-    parts: list[str] = []
-    position = 0
-    for placeholder in _PARAM.finditer(template):
-        parts.append(re.escape(template[position : placeholder.start()]))
-        convertor = placeholder.group(2) or "str"
-        if convertor not in _CONVERTORS:
-            known = ", ".join(_CONVERTORS)
-            raise ValueError(f"{where}: unknown convertor {convertor!r} (known: {known})")
-        parts.append(_CONVERTORS[convertor])
-        position = placeholder.end()
-    rest = template[position:]
-    if "{" in rest or "}" in rest:
-        raise ValueError(f"{where}: malformed placeholder in {template!r}")
-    parts.append(re.escape(rest))
-    return re.compile("".join(parts))
-
-
-def _storage_key(
-    key: object, where: str, ipv6_prefix: int, name: str, route: str
-) -> Callable[[Scope], str]:
-    """``scope -> "<name>:<kind>:<digest>"`` for a ``key`` option (``route`` names the
-    rule's template or prefix, for the ``route`` kind)."""
-    if not isinstance(key, str):
-        raise TypeError(f"{where}: expected a str, got {key!r}")
-    if key == "client":
-        prefix = f"{name}:client:"
-        anonymous = prefix + ANONYMOUS
-
-        def client_key(scope: Scope) -> str:
-            peer = scope.get("client")
-            return prefix + client_digest(peer[0], ipv6_prefix) if peer else anonymous
-
-        return client_key
-    if key == "route":  # the template (or prefix), never the raw path
-        route_key = f"{name}:route:{_digest(route)}"
-        return lambda scope: route_key
-    if key.startswith("header:"):
-        header_name = key[7:].strip().lower()
-        if not _TOKEN.fullmatch(header_name):
-            raise ValueError(f"{where}: 'header:<name>' needs a header name, got {key!r}")
-        raw_name = header_name.encode("ascii")
-        prefix = f"{name}:header:"
-        anonymous = prefix + ANONYMOUS
-
-        def header_key(scope: Scope) -> str:
-            value = get_header(scope["headers"], raw_name)
-            if not value:
-                return anonymous
-            return prefix + hashlib.blake2b(value, digest_size=16, person=_PERSON).hexdigest()
-
-        return header_key
-    if _IMPORT.fullmatch(key):
-        module_name, _, attribute = key.partition(":")
-        try:
-            target: object = importlib.import_module(module_name)
-            for part in attribute.split("."):
-                target = getattr(target, part)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"{where}: cannot import {key!r}: {exc}") from exc
-        if not callable(target):
-            raise TypeError(f"{where}: {key!r} is not callable")
-        func: Callable[[Scope], object] = target
-        prefix = f"{name}:func:"
-        anonymous = prefix + ANONYMOUS
-
-        def custom_key(scope: Scope) -> str:
-            value = func(scope)
-            return prefix + _digest(value) if isinstance(value, str) and value else anonymous
-
-        return custom_key
-    raise ValueError(
-        f"{where}: expected 'client', 'route', 'header:<name>' or 'module:function', got {key!r}"
-    )
+    cost: int | str
+    usage: bool
+    count_status: Sequence[int | str]
+    cache: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,15 +91,51 @@ class Rule:
     member: bytes  # its RateLimit member, to fill with remaining and t
     interval: float  # GCRA's T and tau, in seconds
     tolerance: float
+    rate_of: Callable[[Scope], object] | None = None  # the caller's rate (dynamic)
+    cache: float = 60.0  # seconds a caller's rate is remembered
+    cost: int = 1  # cells per request, unless cost_of says
+    cost_of: Callable[[Scope], object] | None = None
+    usage: bool = False  # takes charges after the response
+    count_status: frozenset[int] | None = None  # None: every request counts
+
+    @property
+    def simple(self) -> bool:
+        """One cell per request, a fixed rate, counted before the app: the fast path."""
+        return (
+            self.rate_of is None
+            and self.cost_of is None
+            and self.cost == 1
+            and not self.usage
+            and self.count_status is None
+        )
+
+
+def with_quota(rule: Rule, quota: Quota) -> Rule:
+    """*rule* with another quota (a caller's own rate), its header items to match."""
+    policy = _policy(rule.name, quota)
+    return replace(
+        rule,
+        quota=quota,
+        policy=policy,
+        policy_field=(b"ratelimit-policy", policy),
+        interval=quota.interval_us / 1e6,
+        tolerance=quota.tolerance_us / 1e6,
+    )
+
+
+def _policy(name: str, quota: Quota) -> bytes:
+    window = max(1, math.ceil(quota.period))
+    return f'"{name}";q={quota.limit};w={window}'.encode("ascii")
 
 
 class RuleSet:
     """The rules in order; ``match`` returns those applying to a request."""
 
-    __slots__ = ("_by_method", "_everywhere", "rules")
+    __slots__ = ("_by_method", "_everywhere", "rules", "simple")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
+        self.simple = all(rule.simple for rule in self.rules)  # the fast path will do
         # Rules without path or method: every request gets them all, nothing to test.
         unconditional = all(r.matches_path is None and r.methods is None for r in self.rules)
         self._everywhere = self.rules if unconditional else None
@@ -227,69 +162,81 @@ def _check_fields(spec: Mapping[str, object], where: str) -> None:
         raise ValueError(f"{where}: unknown field {unknown[0]!r}; known: {known}")
 
 
-def _methods(value: object, where: str) -> frozenset[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise TypeError(f"{where}: expected a list of methods, got {value!r}")
-    methods = set()
-    for method in value:
-        if not isinstance(method, str) or not _TOKEN.fullmatch(method):
-            raise ValueError(f"{where}: {method!r} is not an HTTP method")
-        methods.add(method.upper())
-    if not methods:
-        raise ValueError(f"{where}: an empty list would match nothing; leave it out instead")
-    if "GET" in methods:
-        # Frameworks answer HEAD with the GET handler: it costs the same work, so it
-        # counts against the same rule instead of going round it.
-        methods.add("HEAD")
-    return frozenset(methods)
-
-
-def _quota(spec: Mapping[str, object], where: str) -> Quota:
-    rate = spec.get("rate")
+def quota_of(rate: object, burst: object, where: str) -> Quota:
+    """The quota of a rate text and a burst (None: the count)."""
     if not isinstance(rate, str):
         raise ValueError(f"{where}.rate: expected '<count>/<period>' such as '100/minute'")
     try:
         limit, period = parse_rate(rate)
     except ValueError as exc:
         raise ValueError(f"{where}.rate: {exc}") from exc
-    burst = bounded_int(spec.get("burst", limit), f"{where}.burst", 1)
-    return Quota(limit=limit, period=period, burst=burst)
+    return Quota(
+        limit=limit,
+        period=period,
+        burst=bounded_int(limit if burst is None else burst, f"{where}.burst", 1),
+    )
+
+
+def _status_set(value: object, where: str) -> frozenset[int] | None:
+    if value is None:
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
+        raise TypeError(f"{where}: expected a list of statuses such as [401, 403] or ['5xx']")
+    statuses: set[int] = set()
+    for item in value:
+        if isinstance(item, str) and _STATUS_CLASS.fullmatch(item):
+            first = int(item[0]) * 100
+            statuses.update(range(first, first + 100))
+        elif isinstance(item, int) and not isinstance(item, bool) and 100 <= item <= 599:
+            statuses.add(item)
+        else:
+            raise ValueError(f"{where}: {item!r} is not a status (100-599) nor a class ('4xx')")
+    return frozenset(statuses)
+
+
+def _cost(value: object, where: str) -> tuple[int, Callable[[Scope], object] | None]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return bounded_int(value, where, 0), None
+    return 1, import_callable(value, where)
 
 
 def _rule(
     spec: Mapping[str, object], where: str, name: str, default_key: str, ipv6_prefix: int
 ) -> Rule:
     path, route = spec.get("path"), spec.get("route")
-    if path is not None and route is not None:
-        raise ValueError(f"{where}: give 'path' (a prefix) or 'route' (a template), not both")
-    matches_path: Callable[[str], object] | None = None
-    if route is not None:
-        if not isinstance(route, str):
-            raise ValueError(f"{where}.route: expected a template such as '/users/{{id}}'")
-        matches_path = compile_route(route, f"{where}.route").fullmatch
-    elif path is not None:
-        pattern = path_pattern(path, f"{where}.path")
-        matches_path = None if pattern == "/" else PathMatcher([pattern], f"{where}.path")
-    quota = _quota(spec, where)
+    # GET brings HEAD: frameworks answer HEAD with the GET handler, at the same cost.
+    covers = selector(spec, where)
+    rate = spec.get("rate")
+    rate_of = None
+    if callable(rate) or (isinstance(rate, str) and IMPORT.fullmatch(rate)):
+        rate_of = import_callable(rate, f"{where}.rate")
+        rate = "1/second"  # a placeholder: each caller's own quota replaces it
+    quota = quota_of(rate, spec.get("burst"), where)
     label = str(route if route is not None else path or "*")
-    storage_key = _storage_key(
-        spec.get("key", default_key), f"{where}.key", ipv6_prefix, name, label
-    )
-    window = max(1, math.ceil(quota.period))
-    policy = f'"{name}";q={quota.limit};w={window}'.encode("ascii")
+    cost, cost_of = _cost(spec.get("cost", 1), f"{where}.cost")
+    usage = spec.get("usage", False)
+    if not isinstance(usage, bool):
+        raise TypeError(f"{where}.usage: expected true or false, got {usage!r}")
+    policy = _policy(name, quota)
     return Rule(
         name=name,
-        matches_path=matches_path,
-        methods=_methods(spec.get("methods"), f"{where}.methods"),
+        matches_path=covers.matches,
+        methods=covers.methods,
         quota=quota,
-        storage_key=storage_key,
+        storage_key=storage_key(
+            spec.get("key", default_key), f"{where}.key", ipv6_prefix, name, label
+        ),
         policy=policy,
         policy_field=(b"ratelimit-policy", policy),
         member=f'"{name}";r=%d;t=%d'.encode("ascii"),
         interval=quota.interval_us / 1e6,
         tolerance=quota.tolerance_us / 1e6,
+        rate_of=rate_of,
+        cache=number(spec.get("cache", 60.0), f"{where}.cache", minimum=0),
+        cost=cost,
+        cost_of=cost_of,
+        usage=usage,
+        count_status=_status_set(spec.get("count_status"), f"{where}.count_status"),
     )
 
 
@@ -311,7 +258,7 @@ def build_rules(
         raise TypeError(f"ipv6_prefix: expected an integer, got {ipv6_prefix!r}")
     if not 1 <= ipv6_prefix <= 128:
         raise ValueError(f"ipv6_prefix: expected 1 to 128, got {ipv6_prefix}")
-    _storage_key(key, "key", ipv6_prefix, "default", "*")  # checked even if unused
+    storage_key(key, "key", ipv6_prefix, "default", "*")  # checked even if unused
     if isinstance(rules, str | bytes | Mapping) or not isinstance(rules, Sequence):
         raise TypeError(f"rules: expected a list of rules, got {rules!r}")
     if rate is not None:

@@ -11,6 +11,14 @@ time (TAT). With emission interval ``T = period / limit`` and tolerance
     tat = max(stored_tat or now, now); new_tat = tat + T
     allowed iff new_tat - now <= tau   (then store new_tat until it is in the past)
 
+A check may weigh more than one request (GCRA with *n* cells): ``need`` cells must fit
+(``tat + need * T - now <= tau``) and ``take`` cells are consumed when every check of the
+call allows (``new_tat = tat + take * T``). A plain ``(key, quota)`` check is
+``need = take = 1``; a check before the app of a rule that counts only some responses
+is ``take = 0``; a charge after the response is ``need = -1`` (never refused: the bucket
+may go into debt, and later requests wait until it is paid). A negative ``take`` gives
+cells back (a refund); a TAT that falls to now or earlier is dropped.
+
 Times are whole microseconds: ``T`` is rounded to the microsecond once per quota and
 ``tau`` is an exact multiple of it, so a fresh key allows exactly ``burst`` requests at
 once, with no floating-point drift at the edge. ``MemoryStore`` is the in-process store;
@@ -30,6 +38,7 @@ from typing import Final, NamedTuple, Protocol
 from asgikit.options import bounded_int, number
 
 __all__ = [
+    "Check",
     "Decision",
     "MemoryStore",
     "Quota",
@@ -115,6 +124,20 @@ class Decision(NamedTuple):
     retry_after: float
 
 
+Check = tuple[str, Quota] | tuple[str, Quota, int, int]
+"""``(key, quota)`` (one request) or ``(key, quota, need, take)`` in cells (see above)."""
+
+CHARGE: Final = -1
+"""The ``need`` of a charge: the check always allows, whatever the bucket holds."""
+
+
+def weigh(check: Check) -> tuple[str, Quota, int, int]:
+    """``(key, quota, need, take)`` of a check."""
+    if len(check) == 2:
+        return check[0], check[1], 1, 1
+    return check
+
+
 class Store(Protocol):
     """Where GCRA state lives. ``round_trips`` counts backend calls."""
 
@@ -126,8 +149,8 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release the backend (idempotent; lifespan shutdown calls it)."""
 
-    async def acquire(self, checks: Sequence[tuple[str, Quota]]) -> list[Decision]:
-        """One decision per ``(key, quota)``, in order, all-or-nothing.
+    async def acquire(self, checks: Sequence[Check]) -> list[Decision]:
+        """One decision per check, in order, all-or-nothing.
 
         The keys are consumed only when every check allows; otherwise nothing is
         consumed, the denied checks say when to retry, and the allowed ones report what
@@ -138,17 +161,23 @@ class Store(Protocol):
 
 
 def _decide(
-    checks: Sequence[tuple[str, Quota]], now: int, stored: Callable[[str], int | None]
+    checks: Sequence[Check], now: int, stored: Callable[[str], int | None]
 ) -> tuple[list[Decision], dict[str, int] | None]:
     """GCRA for *checks* at *now* (microseconds), reading TATs through *stored*.
 
     Returns the decisions and, when every check allows, the new TAT per key to store
-    (``None`` when any check denies). A key checked twice sees its first check's TAT.
+    (``None`` when any check denies; a TAT at or before *now* means: drop the key). A key
+    checked twice sees its first check's TAT.
     """
     decisions: list[Decision] = []
     pending: dict[str, int] = {}
     allowed_all = True
-    for key, quota in checks:
+    for check in checks:
+        if len(check) == 2:  # inline weigh(): this loop runs per rule per request
+            key, quota = check
+            need = take = 1
+        else:
+            key, quota, need, take = check
         tat = pending.get(key)
         if tat is None:
             tat = stored(key)
@@ -156,11 +185,14 @@ def _decide(
             tat = now
         interval = quota.interval_us
         tolerance = quota.tolerance_us
-        wait = tat + interval - now
-        if wait <= tolerance:
-            pending[key] = tat + interval
-            remaining = (tolerance - wait) // interval
-            decisions.append(Decision(True, remaining, wait / MICROSECONDS, 0.0))
+        wait = tat + need * interval - now
+        if need < 0 or wait <= tolerance:
+            new_tat = tat + take * interval
+            if take:
+                pending[key] = new_tat
+            held = max(0, new_tat - now)
+            remaining = max(0, (tolerance - held) // interval)
+            decisions.append(Decision(True, remaining, held / MICROSECONDS, 0.0))
         else:
             allowed_all = False
             decisions.append(
@@ -202,18 +234,22 @@ class MemoryStore:
     async def close(self) -> None:
         """Nothing to close; the state stays (a later request may still use it)."""
 
-    async def acquire(self, checks: Sequence[tuple[str, Quota]]) -> list[Decision]:
-        """One decision per ``(key, quota)``, all-or-nothing (see ``Store.acquire``)."""
+    async def acquire(self, checks: Sequence[Check]) -> list[Decision]:
+        """One decision per check, all-or-nothing (see ``Store.acquire``)."""
         if not checks:
             return []
         self.round_trips += 1
         tats = self._tats
-        decisions, consumed = _decide(checks, round(self._clock() * MICROSECONDS), tats.get)
+        now = round(self._clock() * MICROSECONDS)
+        decisions, consumed = _decide(checks, now, tats.get)
         if consumed:
             for key, tat in consumed.items():
                 if key in tats:
                     tats.move_to_end(key)
-                tats[key] = tat
+                if tat > now:
+                    tats[key] = tat
+                else:  # refunded down to nothing: a full bucket, like a missing key
+                    tats.pop(key, None)
             while len(tats) > self._max_keys:
                 tats.popitem(last=False)
                 self.evictions += 1

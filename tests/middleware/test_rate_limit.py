@@ -611,7 +611,7 @@ def test_log_interval_zero_is_allowed() -> None:
 
 def test_rejection_status_and_headers_come_from_one_place() -> None:
     # Retry-After is an integer >= every denied rule's t, whatever the decisions.
-    from asgikit.middleware.rate_limit import _rejection
+    from asgikit.middleware.rate_limit.responses import rejection as _rejection
 
     rules = build_rules(
         [{"name": "a", "rate": "1/s"}], rate=None, burst=None, key="client", ipv6_prefix=64

@@ -15,11 +15,11 @@ from asgikit.middleware.rate_limit.rules import (
     RuleSet,
     build_rules,
     client_digest,
-    compile_route,
     rate_limit_value,
     reset_seconds,
 )
 from asgikit.middleware.rate_limit.store import Decision, MemoryStore, Quota
+from asgikit.paths import compile_route
 from asgikit.testing import http_scope
 from asgikit.types import Scope
 
