@@ -1,19 +1,26 @@
-"""DevInspectorMiddleware's cost per request, beside the bare app and AccessLogMiddleware.
+"""DevInspectorMiddleware's cost per request that does not ask for its page, beside the
+bare app, a pass-through layer and AccessLogMiddleware.
 
 python -m benchmarks.bench_inspector [--rounds 15] [--min-time 0.05]
 
-Four cases in one interleaved run, per scenario:
+Six cases in one interleaved run, per scenario:
 
 - the bare app;
+- a pass-through layer (``await self.app(scope, receive, send)``): the least any
+  middleware costs;
 - asgikit's ``AccessLogMiddleware`` with its defaults, writing JSON lines (through
   ``asgikit.logging.configure(format="json")``) to a null sink: the anchor, since the
   inspector records about what a log line holds;
-- ``DevInspectorMiddleware`` with no tracer provider (the global one is not set);
-- ``DevInspectorMiddleware`` with an SDK ``TracerProvider`` (its span processor added;
-  the bare app opens no spans, so this is the price of watching for them).
+- ``DevInspectorMiddleware`` with its defaults: log lines captured (its hooks are in
+  place after the first request), no tracer provider (the global one is not set);
+- the same with ``capture_logs=False``;
+- the same with an SDK ``TracerProvider`` (its span processor added; the bare app opens
+  no spans, so this is the price of watching for them).
 
 The inspector keeps references and decodes nothing while the request runs; the
-redaction and the JSON are paid when the page asks. Ratios are to the access log.
+redaction and the JSON are paid when the page asks. Ratios are to the access log; the
+summary line gives each case's added cost in µs over the bare app, beside the
+pass-through layer's and the access log's.
 """
 
 from __future__ import annotations
@@ -25,15 +32,17 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from asgikit.middleware.access_log import AccessLogMiddleware
 from asgikit.middleware.inspector import DevInspectorMiddleware
-from asgikit.types import ASGIApp
+from asgikit.types import ASGIApp, Receive, Scope, Send
 from benchmarks.bench_access_log import _BROWSER, json_logs_to_nowhere
 from benchmarks.harness import Request, added_cost, bare_app, report, run_asgi
 
 __all__ = ["main"]
 
 BARE = "bare app"
+FLOOR = "floor: pass-through layer"
 ANCHOR = "asgikit AccessLogMiddleware"
 OURS = "asgikit DevInspectorMiddleware"
+QUIET = "asgikit DevInspectorMiddleware, capture_logs=False"
 TRACED = "asgikit DevInspectorMiddleware, SDK tracer provider"
 
 SCENARIOS = {
@@ -44,12 +53,24 @@ SCENARIOS = {
 }
 
 
+class PassThrough:
+    """The least a middleware costs: a layer that hands the request on unchanged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def apps() -> dict[str, ASGIApp]:
-    """The four cases, each around the harness's bare app."""
+    """The six cases, each around the harness's bare app."""
     return {
         BARE: bare_app,
+        FLOOR: PassThrough(bare_app),
         ANCHOR: AccessLogMiddleware(bare_app),
         OURS: DevInspectorMiddleware(bare_app),
+        QUIET: DevInspectorMiddleware(bare_app, capture_logs=False),
         TRACED: DevInspectorMiddleware(bare_app, tracer_provider=TracerProvider()),
     }
 
@@ -70,11 +91,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 min_time=args.min_time,
             )
             print(report(results, f"Development inspector, {title}"))
-            ours = added_cost(results, OURS, BARE, ANCHOR)
-            traced = added_cost(results, TRACED, BARE, ANCHOR)
+            floor = added_cost(results, FLOOR, BARE)
+            anchor = added_cost(results, ANCHOR, BARE)
+            parts = [
+                f"{case}: +{added_cost(results, case, BARE):.2f} µs"
+                for case in (OURS, QUIET, TRACED)
+            ]
             print(
-                f"Added per-request cost over the bare app: {ours:.2f}x the access log's; "
-                f"with an SDK tracer provider: {traced:.2f}x\n"
+                "Added per-request cost over the bare app (medians): "
+                + "; ".join(parts)
+                + f"; beside the pass-through layer's +{floor:.2f} µs and the access log's "
+                f"+{anchor:.2f} µs\n"
             )
     return 0
 

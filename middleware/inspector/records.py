@@ -8,16 +8,24 @@ request runs. Redaction is the access log's own (``LineBuilder``, ``QueryRedacto
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
+import sysconfig
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
+from urllib.parse import quote
 
 import msgspec
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext
 
+import asgikit
 from asgikit.fields import LineBuilder
 from asgikit.redact import REDACTED, QueryRedactor, truncate
 from asgikit.scopes import REQUEST_ID_KEY
+
+from .logs import LogBuffer
 
 __all__ = ["MAX_HEADERS", "MAX_TRACEBACK", "Record", "Renderer", "encode"]
 
@@ -30,15 +38,37 @@ encode = msgspec.json.Encoder().encode
 """Encode the JSON the page reads (bytes)."""
 
 _REFERER: Final = b"referer"
+# Left out of copy-as-curl: curl sets them itself (from the URL, from the body).
+_NOT_FOR_CURL: Final = frozenset({"host", "content-length", "connection", "..."})
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~"
+_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+_FRAME: Final = re.compile(r'^  File "([^"]*)", line \d+, in ')
+# Frames from here are the libraries' (asgikit's own too), not the app's.
+_LIBRARY_DIRS: Final = tuple(
+    {
+        os.path.join(path, "")
+        for path in (
+            sysconfig.get_path("stdlib"),
+            sysconfig.get_path("purelib"),
+            sysconfig.get_path("platlib"),
+            *asgikit.__path__,
+            os.path.dirname(os.path.dirname(__file__)),  # asgikit.middleware
+        )
+    }
+)
+_LIBRARY_PARTS: Final = ("/site-packages/", "/dist-packages/", "<frozen ")
 
 
 class Record:
     """One finished http request, as the middleware saw it."""
 
     __slots__ = (
+        "close_code",
         "disconnected",
         "duration",
         "error",
+        "kind",
+        "logs",
         "received",
         "response_headers",
         "scope",
@@ -65,7 +95,15 @@ class Record:
         span_id: int,
         error: tuple[str, str, str] | None,
         disconnected: bool,
+        logs: LogBuffer | None = None,
+        kind: str = "http",
+        close_code: int | None = None,
     ) -> None:
+        self.kind = kind
+        """``"http"`` or ``"websocket"`` (then ``received``/``sent`` count messages)."""
+        self.logs = logs
+        """The app's log lines while it ran (None: not captured)."""
+        self.close_code = close_code
         self.scope = scope
         """The request's facts: a small dict shaped like a scope (see the middleware)."""
         self.started_ns = started_ns
@@ -137,8 +175,11 @@ class Renderer:
         scope = record.scope
         limit = self._limit
         error = record.error
+        logs = record.logs
+        lines = [] if logs is None else logs.lines
         return {
             "id": number,
+            "kind": record.kind,
             "time": record.started_ns // 1000 / 1000,  # ms since the epoch
             "method": truncate(scope["method"], limit),
             "path": truncate(scope["path"], limit),
@@ -149,6 +190,9 @@ class Renderer:
             "request_id": scope.get(REQUEST_ID_KEY),
             "error": None if error is None else error[0],
             "trace_id": f"{record.trace_id:032x}" if record.trace_id else None,
+            "received": record.received,
+            "logs": len(lines) + (0 if logs is None else logs.dropped),
+            "log_level": _worst(lines),
         }
 
     def detail(
@@ -161,7 +205,44 @@ class Renderer:
             if record.trace_id
             else None
         )
-        fields = self._lines.http(
+        error = record.error
+        logs = record.logs
+        return {
+            **self.summary(number, record),
+            "fields": self._fields(record, context),
+            "request_headers": self.headers(record.scope["headers"]),
+            "response_headers": self.headers(record.response_headers or ()),
+            "exception": None
+            if error is None
+            else {
+                "type": error[0],
+                "message": error[1],
+                "traceback": error[2],
+                **_frames(error[2]),
+            },
+            "tracing": tracing,
+            "spans": self.spans(record, spans),
+            "log_lines": [] if logs is None else logs.lines,
+            "logs_dropped": 0 if logs is None else logs.dropped,
+            "curl": self.curl(record.scope) if record.kind == "http" else None,
+        }
+
+    def _fields(self, record: Record, context: SpanContext | None) -> dict[str, Any]:
+        """The access log's fields for the request."""
+        error_type = None if record.error is None else record.error[0]
+        if record.kind == "websocket":
+            return self._lines.websocket(
+                record.scope,
+                record.status,
+                record.duration,
+                record.close_code,
+                record.received,
+                record.sent,
+                context,
+                error_type,
+                record.disconnected,
+            )
+        return self._lines.http(
             record.scope,
             record.status,
             record.duration,
@@ -170,21 +251,40 @@ class Renderer:
             record.sent,
             None,
             context,
-            None if record.error is None else record.error[0],
+            error_type,
             record.disconnected,
         )
-        error = record.error
-        return {
-            **self.summary(number, record),
-            "fields": fields,
-            "request_headers": self.headers(record.scope["headers"]),
-            "response_headers": self.headers(record.response_headers or ()),
-            "exception": None
-            if error is None
-            else {"type": error[0], "message": error[1], "traceback": error[2]},
-            "tracing": tracing,
-            "spans": self.spans(record, spans),
-        }
+
+    def curl(self, scope: dict[str, Any]) -> str:
+        """The request as a curl command, its secrets redacted as in the log line (the
+        body is not kept: a request that had one needs ``--data`` added)."""
+        host = ""
+        options = []
+        for name, value in self.headers(scope["headers"]):
+            if name == "host":
+                host = value
+            elif name not in _NOT_FOR_CURL:
+                options += ["-H", f"{name}: {value}"]
+        if not host:
+            host = self._host(scope.get("server"), options)
+        url = f"{scope['scheme']}://{host}{quote(scope['path'], safe=_PATH_SAFE)}"
+        query = scope["query_string"].decode("latin-1")
+        if query:
+            url += "?" + self._redactor.redact(query)
+        method = scope["method"]
+        head = ["curl"] if method == "GET" else ["curl", "-X", method]
+        return " ".join(shlex.quote(part) for part in [*head, *options, url])
+
+    @staticmethod
+    def _host(server: tuple[str, int | None] | None, options: list[str]) -> str:
+        """The URL's host for a request without a ``Host`` header, from the server."""
+        if server is None:
+            return "localhost"
+        if server[1] is None:  # a Unix socket
+            options += ["--unix-socket", server[0]]
+            return "localhost"
+        name = f"[{server[0]}]" if ":" in server[0] else server[0]
+        return f"{name}:{server[1]}"
 
     def headers(self, headers: Iterable[tuple[bytes, bytes]]) -> list[list[str]]:
         """Header pairs as text, redacted like the access log, at most ``MAX_HEADERS``."""
@@ -244,6 +344,40 @@ class Renderer:
                 }
             )
         return rows
+
+
+def _is_library(path: str) -> bool:
+    return path.startswith(_LIBRARY_DIRS) or any(part in path for part in _LIBRARY_PARTS)
+
+
+def _frames(text: str) -> dict[str, Any]:
+    """Which lines of a traceback are library frames, and where the app's innermost
+    frame starts (the line the page opens on; the last frame if none is the app's)."""
+    library: list[int] = []
+    focus = last = -1
+    lines = text.split("\n")
+    for index, line in enumerate(lines):
+        found = _FRAME.match(line)
+        if found is None:
+            continue
+        last = index
+        if _is_library(found.group(1)):
+            library.append(index)
+            if index + 1 < len(lines) and lines[index + 1].startswith("    "):
+                library.append(index + 1)
+        else:
+            focus = index
+    return {"focus_line": focus if focus >= 0 else last, "library_lines": library}
+
+
+def _worst(lines: list[dict[str, Any]]) -> str | None:
+    """The most severe level among *lines* (None: no lines)."""
+    worst = -1
+    for line in lines:
+        level = line["level"]
+        rank = _LEVELS.index(level) if level in _LEVELS else 1
+        worst = max(worst, rank)
+    return None if worst < 0 else _LEVELS[worst]
 
 
 def _start_time(span: ReadableSpan) -> int:

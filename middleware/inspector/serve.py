@@ -15,6 +15,7 @@ from asgikit.types import Message, Receive, Scope, Send
 
 from .page import CONTENT_SECURITY_POLICY, page
 from .records import Record, Renderer, encode
+from .shared import SharedStore
 from .store import RingBuffer, SpanStore
 
 __all__ = ["Endpoints", "is_loopback", "local_client", "local_server"]
@@ -29,6 +30,9 @@ _COMMON: Final = (
 _JSON: Final = b"application/json"
 _EVENT_PREFIX: Final = b"event: request\ndata: "
 _KEEPALIVE: Final = b": keep-alive\n\n"
+# The page sends it with its clear request: a header no form can send, and that a script
+# on another origin cannot send without a CORS preflight, which is never answered.
+_CLEAR_HEADER: Final = (b"x-asgikit-inspector", b"clear")
 
 
 @functools.lru_cache(maxsize=64)
@@ -114,6 +118,8 @@ class Endpoints:
         tracing: Tells whether a span processor is attached (asked at each request).
         max_rows: How many rows the page keeps.
         notice: Plain text the page shows under its heading (empty: none).
+        shared: The store every worker writes to: the page shows it instead of the ring
+            (and ``shared = None`` once it is closed).
     """
 
     keepalive: float = 15.0
@@ -121,6 +127,9 @@ class Endpoints:
     stream_seconds: float = 300.0
     """Seconds after which the event stream ends; the browser reconnects where it was,
     and a server shutting down never waits longer for it."""
+    poll_seconds: float = 0.5
+    """How often the event stream looks at the shared store (the other workers' requests
+    wake nothing here)."""
 
     def __init__(
         self,
@@ -131,15 +140,22 @@ class Endpoints:
         tracing: Callable[[], bool],
         max_rows: int,
         notice: str = "",
+        shared: SharedStore | None = None,
     ) -> None:
         self._ring = ring
         self._store = store
         self._renderer = renderer
         self._tracing = tracing
-        self._page = page(max_rows, notice)
+        self._max_rows = max_rows
+        self.share(shared, notice)
+        self._waiters: set[anyio.Event] = set()
+
+    def share(self, shared: SharedStore | None, notice: str) -> None:
+        """Show *shared* (None: the ring), with *notice* under the page's heading."""
+        self.shared = shared
+        self._page = page(self._max_rows, notice)
         self._page_start = _start(200, b"text/html; charset=utf-8", len(self._page))
         self._page_start["headers"].append((b"content-security-policy", CONTENT_SECURITY_POLICY))
-        self._waiters: set[anyio.Event] = set()
 
     def notify(self) -> None:
         """A request was recorded: wake the event streams."""
@@ -148,6 +164,17 @@ class Endpoints:
             self._waiters = set()
             for event in waiters:
                 event.set()
+
+    async def clear(self, scope: Scope, send: Send, clear: Callable[[], None]) -> None:
+        """``POST api/clear`` from the page: forget every kept request."""
+        if scope["method"] != "POST":
+            await self._respond(send, 405, b"text/plain", b"POST only\n", [(b"allow", b"POST")])
+            return
+        if _CLEAR_HEADER not in scope.get("headers", ()):
+            await self._respond(send, 403, b"text/plain", b"the page's own request only\n")
+            return
+        clear()
+        await self._respond(send, 204, b"text/plain", b"")
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, route: str) -> None:
         """Answer *route*, the path below the inspector's (``""`` is the page)."""
@@ -160,22 +187,34 @@ class Endpoints:
             await send(self._page_start)
             await send({"type": "http.response.body", "body": b"" if head else self._page})
         elif route == "api/requests":
-            body = encode([self._renderer.summary(n, r) for n, r in self._ring.newest_first()])
+            body = self._listing()
             await self._respond(send, 200, _JSON, b"" if head else body, length=len(body))
         elif route.startswith("api/requests/") and route[13:].isdigit():
-            number = int(route[13:])
-            record = self._ring.get(number)
-            if record is None:
+            found = self._detail(int(route[13:]))
+            if found is None:
                 await self._respond(send, 404, _JSON, b'{"error":"not kept"}')
                 return
-            spans = self._store.spans(record.trace_id) if record.trace_id else []
-            detail = self._renderer.detail(number, record, spans, self._tracing())
-            body = encode(detail)
-            await self._respond(send, 200, _JSON, b"" if head else body, length=len(body))
+            await self._respond(send, 200, _JSON, b"" if head else found, length=len(found))
         elif route == "api/events" and not head:
             await self._events(scope, receive, send)
         else:
             await self._respond(send, 404, b"text/plain", b"Not Found\n")
+
+    def _listing(self) -> bytes:
+        shared = self.shared
+        if shared is not None:
+            return shared.listing()
+        return encode([self._renderer.summary(n, r) for n, r in self._ring.newest_first()])
+
+    def _detail(self, number: int) -> bytes | None:
+        shared = self.shared
+        if shared is not None:
+            return shared.detail(number)
+        record = self._ring.get(number)
+        if record is None:
+            return None
+        spans = self._store.spans(record.trace_id) if record.trace_id else []
+        return encode(self._renderer.detail(number, record, spans, self._tracing()))
 
     @staticmethod
     async def _respond(
@@ -228,30 +267,39 @@ class Endpoints:
     async def _stream(self, send: Send, last: int) -> None:
         """Send new records as they come, and keep-alive comments, for ``stream_seconds``."""
         await send({"type": "http.response.body", "body": b"retry: 1000\n\n", "more_body": True})
+        quiet_since = anyio.current_time()
         with anyio.move_on_after(self.stream_seconds):
             while True:
-                last = await self._send_new(send, last)
+                newest = await self._send_new(send, last)
+                if newest != last:
+                    last, quiet_since = newest, anyio.current_time()
                 event = anyio.Event()
                 self._waiters.add(event)
+                wait = self.keepalive if self.shared is None else self.poll_seconds
                 try:
-                    with anyio.move_on_after(self.keepalive) as quiet:
+                    with anyio.move_on_after(wait):
                         await event.wait()
                 finally:  # cancelled too (a disconnect): never leave it behind
                     self._waiters.discard(event)
-                if quiet.cancelled_caught:
+                if anyio.current_time() - quiet_since >= self.keepalive:
+                    quiet_since = anyio.current_time()
                     await send(
                         {"type": "http.response.body", "body": _KEEPALIVE, "more_body": True}
                     )
 
+    def _since(self, last: int) -> list[tuple[int, bytes]]:
+        shared = self.shared
+        if shared is not None:
+            return shared.since(last)
+        summary = self._renderer.summary
+        return [(n, encode(summary(n, record))) for n, record in self._ring.since(last)]
+
     async def _send_new(self, send: Send, last: int) -> int:
-        new = self._ring.since(last)
+        new = self._since(last)
         if not new:
             return last
-        summary = self._renderer.summary
         chunks = []
-        for number, record in new:
-            chunks.append(
-                b"id: %d\n%s%s\n\n" % (number, _EVENT_PREFIX, encode(summary(number, record)))
-            )
+        for number, row in new:
+            chunks.append(b"id: %d\n%s%s\n\n" % (number, _EVENT_PREFIX, row))
         await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
         return new[-1][0]

@@ -53,6 +53,11 @@ class RingBuffer(Generic[T]):
         return len(self._items)
 
     @property
+    def capacity(self) -> int:
+        """How many items are kept."""
+        return self._capacity
+
+    @property
     def last_id(self) -> int:
         """The sequence number of the newest item ever appended (0: none yet)."""
         return self._last
@@ -81,6 +86,14 @@ class RingBuffer(Generic[T]):
                 return []
             first = self._items[0][0]
             return list(islice(self._items, max(number + 1 - first, 0), None))
+
+    def clear(self) -> list[T]:
+        """Drop every kept item (sequence numbers go on from the last); return them."""
+        with self._lock:
+            dropped = [item for _, item in self._items]
+            self._items.clear()
+            self._by_id.clear()
+            return dropped
 
     def newest_first(self) -> list[tuple[int, T]]:
         """Every kept item, newest first."""

@@ -19,7 +19,12 @@ from asgikit.middleware.inspector.store import RingBuffer, SpanStore
 from asgikit.testing import Response, http_scope, request
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
-from .test_inspector import LOCAL, get, hello
+from .test_inspector import (  # the fixture: autouse here too
+    LOCAL,
+    _log_hooks_released,  # noqa: F401
+    get,
+    hello,
+)
 
 pytestmark = pytest.mark.anyio
 

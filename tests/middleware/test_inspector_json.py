@@ -12,7 +12,14 @@ from asgikit.middleware.inspector.records import MAX_HEADERS
 from asgikit.redact import ALWAYS_REDACTED_HEADERS, REDACTED
 from asgikit.types import Receive, Scope, Send
 
-from .test_inspector import detail, get, hello, inspector, listed
+from .test_inspector import (  # the fixture: autouse here too
+    _log_hooks_released,  # noqa: F401
+    detail,
+    get,
+    hello,
+    inspector,
+    listed,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -28,6 +35,10 @@ SUMMARY_KEYS = {
     "request_id",
     "error",
     "trace_id",
+    "kind",
+    "received",
+    "logs",
+    "log_level",
 }
 DETAIL_KEYS = SUMMARY_KEYS | {
     "fields",
@@ -36,6 +47,9 @@ DETAIL_KEYS = SUMMARY_KEYS | {
     "exception",
     "tracing",
     "spans",
+    "log_lines",
+    "logs_dropped",
+    "curl",
 }
 SPAN_KEYS = {
     "name",
