@@ -58,13 +58,18 @@ ENTRY_POINT_GROUP: Final = "asgikit.middleware"
 """The entry-point group third-party middleware register under."""
 
 BUILTINS: Final[Mapping[str, str]] = {
+    "server_timing": "asgikit.middleware.server_timing:ServerTimingMiddleware",
     "proxy_headers": "asgikit.middleware.proxy_headers:ProxyHeadersMiddleware",
+    "trusted_host": "asgikit.middleware.trusted_host:TrustedHostMiddleware",
+    "https_redirect": "asgikit.middleware.https_redirect:HTTPSRedirectMiddleware",
     "request_id": "asgikit.middleware.request_id:RequestIDMiddleware",
     "inspector": "asgikit.middleware.inspector:DevInspectorMiddleware",
     "access_log": "asgikit.middleware.access_log:AccessLogMiddleware",
     "tracing": "asgikit.middleware.tracing:TracingMiddleware",
     "cors": "asgikit.middleware.cors:CORSMiddleware",
+    "concurrency_limit": "asgikit.middleware.concurrency_limit:ConcurrencyLimitMiddleware",
     "rate_limit": "asgikit.middleware.rate_limit:RateLimitMiddleware",
+    "body_limit": "asgikit.middleware.body_limit:BodyLimitMiddleware",
     "timeout": "asgikit.middleware.timeout:TimeoutMiddleware",
     "compression": "asgikit.middleware.compression:CompressionMiddleware",
     "contract": "asgikit.contract:enforce",

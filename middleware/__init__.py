@@ -12,39 +12,54 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from asgikit.middleware.access_log import AccessLogMiddleware
+    from asgikit.middleware.body_limit import BodyLimitMiddleware
     from asgikit.middleware.compression import CompressionMiddleware
+    from asgikit.middleware.concurrency_limit import ConcurrencyLimitMiddleware
     from asgikit.middleware.cors import CORSMiddleware
+    from asgikit.middleware.https_redirect import HTTPSRedirectMiddleware
     from asgikit.middleware.inspector import DevInspectorMiddleware
     from asgikit.middleware.proxy_headers import ProxyHeadersMiddleware
     from asgikit.middleware.rate_limit import RateLimitMiddleware
     from asgikit.middleware.request_id import RequestIDMiddleware
+    from asgikit.middleware.server_timing import ServerTimingMiddleware
     from asgikit.middleware.timeout import ResponseTimeout, TimeoutMiddleware
     from asgikit.middleware.tracing import TracingMiddleware
+    from asgikit.middleware.trusted_host import TrustedHostMiddleware
 
 __all__ = [
     "AccessLogMiddleware",
+    "BodyLimitMiddleware",
     "CORSMiddleware",
     "CompressionMiddleware",
+    "ConcurrencyLimitMiddleware",
     "DevInspectorMiddleware",
+    "HTTPSRedirectMiddleware",
     "ProxyHeadersMiddleware",
     "RateLimitMiddleware",
     "RequestIDMiddleware",
     "ResponseTimeout",
+    "ServerTimingMiddleware",
     "TimeoutMiddleware",
     "TracingMiddleware",
+    "TrustedHostMiddleware",
 ]
 
 _MODULES = {
     "AccessLogMiddleware": "access_log",
+    "BodyLimitMiddleware": "body_limit",
     "CORSMiddleware": "cors",
     "CompressionMiddleware": "compression",
+    "ConcurrencyLimitMiddleware": "concurrency_limit",
     "DevInspectorMiddleware": "inspector",
+    "HTTPSRedirectMiddleware": "https_redirect",
     "ProxyHeadersMiddleware": "proxy_headers",
     "RateLimitMiddleware": "rate_limit",
     "RequestIDMiddleware": "request_id",
     "ResponseTimeout": "timeout",
+    "ServerTimingMiddleware": "server_timing",
     "TimeoutMiddleware": "timeout",
     "TracingMiddleware": "tracing",
+    "TrustedHostMiddleware": "trusted_host",
 }
 
 

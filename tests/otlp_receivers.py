@@ -3,7 +3,7 @@
 Each decodes what exporters send with ``opentelemetry-proto`` and keeps it: the server
 spans' names and attributes, and how many metric exports arrived with which metric
 names. ``HTTPReceiver`` is a threading HTTP server answering ``POST /v1/traces`` and
-``POST /v1/metrics``; ``GRPCReceiver`` serves OTLP's ``TraceService`` and
+``POST /v1/metrics`` (and ``POST /v1/logs``); ``GRPCReceiver`` serves OTLP's ``TraceService`` and
 ``MetricsService`` with grpcio. Both run until ``close()`` (or the ``with`` block ends).
 """
 
@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -40,6 +44,10 @@ class Received:
     """What a receiver has decoded so far (read it under ``lock``)."""
 
     spans: list[dict[str, Any]] = field(default_factory=list)
+    span_ids: list[dict[str, Any]] = field(default_factory=list)
+    """Each span's ids (hex), name, kind and service, in the order they arrived."""
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    """Each log record: body, severity, trace and span ids (hex), attributes, service."""
     metric_exports: int = 0
     metric_names: set[str] = field(default_factory=set)
     services: set[str] = field(default_factory=set)
@@ -48,12 +56,41 @@ class Received:
     def add_traces(self, request: ExportTraceServiceRequest) -> None:
         with self.lock:
             for resource_spans in request.resource_spans:
-                self._service(resource_spans.resource.attributes)
+                service = self._service(resource_spans.resource.attributes)
                 for scope_spans in resource_spans.scope_spans:
                     for span in scope_spans.spans:
                         attributes = {a.key: _value(a.value) for a in span.attributes}
                         server = span.kind == Span.SPAN_KIND_SERVER
                         self.spans.append({"name": span.name, "server": server, **attributes})
+                        self.span_ids.append(
+                            {
+                                "name": span.name,
+                                "kind": span.kind,
+                                "service": service,
+                                "trace_id": span.trace_id.hex(),
+                                "span_id": span.span_id.hex(),
+                                "parent_span_id": span.parent_span_id.hex(),
+                                "attributes": attributes,
+                            }
+                        )
+
+    def add_logs(self, request: ExportLogsServiceRequest) -> None:
+        with self.lock:
+            for resource_logs in request.resource_logs:
+                service = self._service(resource_logs.resource.attributes)
+                for scope_logs in resource_logs.scope_logs:
+                    for record in scope_logs.log_records:
+                        self.logs.append(
+                            {
+                                "body": _value(record.body),
+                                "severity": record.severity_text,
+                                "severity_number": record.severity_number,
+                                "trace_id": record.trace_id.hex(),
+                                "span_id": record.span_id.hex(),
+                                "attributes": {a.key: _value(a.value) for a in record.attributes},
+                                "service": service,
+                            }
+                        )
 
     def add_metrics(self, request: ExportMetricsServiceRequest) -> None:
         with self.lock:
@@ -63,10 +100,13 @@ class Received:
                 for scope_metrics in resource_metrics.scope_metrics:
                     self.metric_names.update(metric.name for metric in scope_metrics.metrics)
 
-    def _service(self, attributes: Any) -> None:
+    def _service(self, attributes: Any) -> str | None:
         for attribute in attributes:
             if attribute.key == "service.name":
-                self.services.add(_value(attribute.value))
+                name: str = _value(attribute.value)
+                self.services.add(name)
+                return name
+        return None
 
     def server_spans(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -86,6 +126,9 @@ class HTTPReceiver:
                 if self.path == "/v1/traces":
                     received.add_traces(ExportTraceServiceRequest.FromString(body))
                     answer = ExportTraceServiceResponse().SerializeToString()
+                elif self.path == "/v1/logs":
+                    received.add_logs(ExportLogsServiceRequest.FromString(body))
+                    answer = ExportLogsServiceResponse().SerializeToString()
                 elif self.path == "/v1/metrics":
                     received.add_metrics(ExportMetricsServiceRequest.FromString(body))
                     answer = ExportMetricsServiceResponse().SerializeToString()

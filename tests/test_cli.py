@@ -426,8 +426,8 @@ def test_schema_markdown_is_generated_from_the_schema() -> None:
     assert out == schema_markdown(json_schema(Registry(group=None)))
     assert "#### `request_id`" in out
     assert (
-        '| `header_name` | string | `"x-request-id"` | The request and response header '
-        "carrying the id. |" in out
+        '| `header_name` | string or array of string | `"x-request-id"` | The request and '
+        "response header carrying the id; or a list of names" in out
     )
     assert "| `app` | import string | required |" in out
     assert "| `port` | integer (≥ 0, ≤ 65535) | `8000` |" in out

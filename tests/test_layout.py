@@ -158,6 +158,10 @@ def test_no_call_method_over_the_line_budget() -> None:
         ("asgikit.middleware.timeout", "opentelemetry"),
         ("asgikit.middleware.proxy_headers", "opentelemetry"),
         ("asgikit.middleware.access_log", "brotli"),
+        ("asgikit.middleware.body_limit", "brotli"),
+        ("asgikit.middleware.body_limit", "opentelemetry"),
+        ("asgikit.middleware.trusted_host", "opentelemetry"),
+        ("asgikit.middleware.https_redirect", "opentelemetry"),
         ("asgikit.middleware", "opentelemetry"),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from typing import Any
 
 import pytest
 
@@ -211,3 +212,19 @@ def test_the_config_page_names_every_loss() -> None:
     page = (Path(__file__).resolve().parent.parent / "docs" / "config.md").read_text()
     for outer, inner, loss in ORDER_RULES:
         assert f"| `{inner}` outside `{outer}` | {loss} |" in page, (outer, inner)
+
+
+@pytest.mark.anyio
+async def test_server_timing_listed_first_times_every_layer_below() -> None:
+    from asgikit.testing import request
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    served = Pipeline(["server_timing", "request_id", "cors"]).wrap(app)
+    response = await request(served)
+    names = [item.split(";")[0].strip() for item in response.header("server-timing").split(",")]
+    assert names == ["request_id", "cors", "app", "total"]
+    alone = await request(Pipeline(["request_id", "server_timing"]).wrap(app))
+    assert [i.split(";")[0] for i in alone.header("server-timing").split(",")] == ["total"]

@@ -115,7 +115,7 @@ def test_unknown_names_get_a_did_you_mean() -> None:
 
 def test_unknown_names_without_a_close_one_list_what_there_is() -> None:
     with pytest.raises(
-        RegistryError, match=r"use one of proxy_headers, request_id, .* or an import"
+        RegistryError, match=r"use one of server_timing, proxy_headers, .* or an import"
     ):
         Registry(group=None).resolve("zzzzzz")
 

@@ -149,7 +149,7 @@ class Loader:
                 "set_global = false leaves the providers to code: the middleware of a "
                 "config file use the global ones, so they would make no spans or metrics",
             )
-        for key in ("traces", "metrics"):
+        for key in ("traces", "metrics", "logs"):
             exporter = arguments.get(key, "")
             if exporter == "otlp":
                 from asgikit.telemetry.exporters import otlp_protocol  # the SDK, on use

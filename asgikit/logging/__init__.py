@@ -40,6 +40,7 @@ from asgikit.logging.bridge import (
     traceback_written,
     uninstall,
 )
+from asgikit.logging.collector import to_collector
 from asgikit.logging.console import (
     CONSOLE_DETAILS,
     AccessLineFormatter,
@@ -66,6 +67,7 @@ __all__ = [
     "escape_control_characters",
     "short_traceback",
     "structlog_contextvar",
+    "to_collector",
     "traceback_written",
 ]
 
@@ -252,6 +254,7 @@ def configure(
         *output.comforts,
         output.timestamper,
         *extra,
+        to_collector,  # a copy to the OpenTelemetry collector, when telemetry asks
     ]
     structlog.configure(
         processors=[*shared, *output.render],
@@ -270,6 +273,7 @@ def configure(
         add_public_extras,
         output.timestamper,
         *extra,
+        to_collector,
     ]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=foreign,

@@ -14,7 +14,6 @@ sampler when no option names one, batch and interval settings) is left to them. 
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -22,11 +21,13 @@ from typing import Any
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
+from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
+from asgikit.logging.collector import set_sink
 from asgikit.options import positive_seconds
 from asgikit.telemetry.deadline import run_within
 from asgikit.telemetry.exporters import (
@@ -38,21 +39,23 @@ from asgikit.telemetry.exporters import (
     check_protocol,
     metric_reader,
     metrics_exporters,
-    prometheus_port_from_env,
     sampler_from,
     span_processor,
     traces_exporters,
 )
+from asgikit.telemetry.logs import LogsExporter, StructlogSink, log_processor, logs_exporters
+from asgikit.telemetry.logs import provider_for as logger_provider_for
 from asgikit.telemetry.prometheus import (
     MetricsEndpoint,
     MissingExtraError,
     PrometheusServer,
-    check_port,
     import_prometheus_client,
     start_prometheus_server,
 )
+from asgikit.telemetry.settings import prometheus_address, resource_from
 
 __all__ = [
+    "LogsExporter",
     "MetricsEndpoint",
     "MetricsExporter",
     "MissingExtraError",
@@ -78,6 +81,8 @@ class Telemetry:
         "_shut_down",
         "export_timeout",
         "is_global",
+        "logger_provider",
+        "logs",
         "meter_provider",
         "metrics",
         "prometheus_registry",
@@ -99,6 +104,8 @@ class Telemetry:
         prometheus_registry: Any,
         is_global: bool,
         export_timeout: float = 10.0,
+        logger_provider: Any = None,
+        logs: tuple[str, ...] = (),
     ) -> None:
         self.tracer_provider = tracer_provider
         """The SDK ``TracerProvider``: pass it to ``TracingMiddleware`` when not global."""
@@ -116,6 +123,10 @@ class Telemetry:
         """The prometheus_client registry the metrics are in (for ``MetricsEndpoint``)."""
         self.is_global = is_global
         """Whether the providers were installed as OpenTelemetry's global ones."""
+        self.logger_provider = logger_provider
+        """The SDK ``LoggerProvider`` the log lines go to (``logs``), else None."""
+        self.logs = logs
+        """The log exporters set up, e.g. ``("otlp",)``; empty for none."""
         self.export_timeout = export_timeout
         """Seconds ``force_flush()`` and ``shutdown()`` wait at most, in total."""
         self._lock = threading.Lock()
@@ -138,14 +149,13 @@ class Telemetry:
         """
         seconds = self.export_timeout if timeout_millis is None else timeout_millis / 1000
         millis = int(seconds * 1000)
-        outcome = run_within(
-            "force_flush",
-            seconds,
-            {
-                "spans": lambda: self.tracer_provider.force_flush(millis),
-                "metrics": lambda: self.meter_provider.force_flush(millis),
-            },
-        )
+        work = {
+            "spans": lambda: self.tracer_provider.force_flush(millis),
+            "metrics": lambda: self.meter_provider.force_flush(millis),
+        }
+        if self.logger_provider is not None:
+            work["logs"] = lambda: self.logger_provider.force_flush(millis)
+        outcome = run_within("force_flush", seconds, work)
         outcome.raise_first()
         return not outcome.late and False not in outcome.results.values()
 
@@ -169,14 +179,14 @@ class Telemetry:
             try:
                 # Both at once: a failing or slow span exporter does not keep metrics
                 # unflushed, and both share the one bound.
-                outcome = run_within(
-                    "shutdown",
-                    self.export_timeout,
-                    {
-                        "spans": self.tracer_provider.shutdown,
-                        "metrics": lambda: self.meter_provider.shutdown(timeout_millis=millis),
-                    },
-                )
+                work = {
+                    "spans": self.tracer_provider.shutdown,
+                    "metrics": lambda: self.meter_provider.shutdown(timeout_millis=millis),
+                }
+                if self.logger_provider is not None:
+                    set_sink(None)  # the lines go on, without their copy
+                    work["logs"] = self.logger_provider.shutdown
+                outcome = run_within("shutdown", self.export_timeout, work)
                 outcome.raise_first()
             finally:
                 if self.prometheus_server is not None:
@@ -197,7 +207,7 @@ class Telemetry:
         service = self.resource.attributes.get(SERVICE_NAME)
         return (
             f"<Telemetry service={service!r} traces={list(self.traces)} "
-            f"metrics={list(self.metrics)} global={self.is_global} "
+            f"metrics={list(self.metrics)} logs={list(self.logs)} global={self.is_global} "
             f"shut_down={self._shut_down}>"
         )
 
@@ -210,37 +220,12 @@ def global_providers_set() -> bool:
     return type(metrics_api.get_meter_provider()).__name__ != "_ProxyMeterProvider"
 
 
-def _resource(service_name: object, attributes: object) -> Resource:
-    given: dict[str, str] = {}
-    if attributes is not None:
-        if not isinstance(attributes, Mapping):
-            raise TypeError(f"resource_attributes: expected a mapping, not {attributes!r}")
-        for key, value in attributes.items():
-            if not isinstance(key, str) or not key:
-                raise TypeError(f"resource_attributes: keys are non-empty str, not {key!r}")
-            if not isinstance(value, str):
-                raise TypeError(f"resource_attributes[{key!r}]: expected a str, not {value!r}")
-            given[key] = value
-    if service_name is not None:
-        if not isinstance(service_name, str):
-            raise TypeError(f"service_name: expected a str, not {service_name!r}")
-        if not service_name.strip():
-            raise ValueError("service_name: expected a name, not an empty str")
-        if given.get(SERVICE_NAME, service_name) != service_name:
-            raise ValueError(
-                f"service_name: {service_name!r} but resource_attributes names "
-                f"{given[SERVICE_NAME]!r}; give it once"
-            )
-        given[SERVICE_NAME] = service_name
-    # Resource.create merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME under these.
-    return Resource.create(given)
-
-
 def configure(
     *,
     service_name: str | None = None,
     traces: TracesExporter | None = None,
     metrics: MetricsExporter | None = None,
+    logs: LogsExporter | None = None,
     protocol: OtlpProtocol | None = None,
     sampler: SamplerName | None = None,
     sampler_ratio: float | None = None,
@@ -252,6 +237,7 @@ def configure(
     span_processors: Sequence[Any] = (),
     metric_readers: Sequence[Any] = (),
     prometheus_registry: Any = None,
+    log_processors: Sequence[Any] = (),
 ) -> Telemetry:
     """Set up the OpenTelemetry SDK: resource, tracer and meter providers, exporters.
 
@@ -269,6 +255,12 @@ def configure(
             ``OTEL_METRIC_EXPORT_INTERVAL`` ms, 60000 by default), ``"prometheus"``
             (scraped: the ``prometheus`` extra) or ``"none"``. Else
             ``OTEL_METRICS_EXPORTER``; unset means none.
+        logs: Where log lines go besides their own output: ``"otlp"`` (batched, OTLP
+            over ``protocol``, to the same endpoint settings as spans), ``"console"`` or
+            ``"none"``. Every structlog line (the access line and the app's own, and
+            ``logging`` records routed through ``asgikit.logging``) becomes an
+            OpenTelemetry log record carrying its span's trace and span ids. Else
+            ``OTEL_LOGS_EXPORTER``; unset means none (off by default).
         protocol: How ``"otlp"`` exports: ``"http/protobuf"`` (the ``otlp`` extra) or
             ``"grpc"`` (the ``otlp-grpc`` extra), for spans and metrics. Else
             ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``..._METRICS_PROTOCOL``, else
@@ -299,6 +291,9 @@ def configure(
         metric_readers: More metric readers (in code only: ``InMemoryMetricReader``).
         prometheus_registry: The prometheus_client registry for ``"prometheus"``;
             prometheus_client's global ``REGISTRY`` by default.
+        log_processors: More log record processors (in code only: an
+            ``InMemoryLogRecordExporter`` behind a ``SimpleLogRecordProcessor``); with
+            them, lines go to the collector even without ``logs``.
 
     Returns:
         The ``Telemetry``: the providers, and ``shutdown()`` for the end of the process.
@@ -314,9 +309,10 @@ def configure(
     """
     if not isinstance(set_global, bool):
         raise TypeError(f"set_global: expected a bool, not {set_global!r}")
-    resource = _resource(service_name, resource_attributes)
+    resource = resource_from(service_name, resource_attributes)
     span_exporters = traces_exporters(traces)
     metric_exporters = metrics_exporters(metrics)
+    log_exporters = logs_exporters(logs)
     chosen_protocol = check_protocol(protocol)
     timeout = positive_seconds(export_timeout, "export_timeout")
     if timeout is None:
@@ -326,6 +322,9 @@ def configure(
         "span_processors", span_processors, SpanProcessor, "SpanProcessor"
     )
     extra_readers = check_instances("metric_readers", metric_readers, MetricReader, "MetricReader")
+    extra_log_processors = check_instances(
+        "log_processors", log_processors, LogRecordProcessor, "LogRecordProcessor"
+    )
     if prometheus_registry is not None and not callable(
         getattr(prometheus_registry, "register", None)
     ):
@@ -333,7 +332,7 @@ def configure(
             f"prometheus_registry: expected a prometheus_client CollectorRegistry, "
             f"not {prometheus_registry!r}"
         )
-    port, host = _prometheus_address(prometheus_port, prometheus_host, metric_exporters)
+    port, host = prometheus_address(prometheus_port, prometheus_host, metric_exporters)
     if set_global and global_providers_set():
         raise RuntimeError(
             "set_global: global OpenTelemetry providers are already installed (by an "
@@ -344,19 +343,13 @@ def configure(
 
     # Build every exporter before anything is installed; if one fails (a missing
     # extra), shut down those already built: no thread or registration is left behind.
-    processors: list[SpanProcessor] = list(extra_processors)
-    readers: list[MetricReader] = list(extra_readers)
-    try:
-        # One at a time (not extend), so that those built before a failure are known.
-        for name in span_exporters:
-            processors.append(span_processor(name, chosen_protocol, timeout))  # noqa: PERF401
-        for name in metric_exporters:
-            readers.append(  # noqa: PERF401
-                metric_reader(name, prometheus_registry, chosen_protocol, timeout)
-            )
-    except BaseException:
-        _shutdown_built(processors[len(extra_processors) :], readers[len(extra_readers) :])
-        raise
+    processors, readers, built_logs = _build(
+        (span_exporters, metric_exporters, log_exporters),
+        (extra_processors, extra_readers),
+        prometheus_registry,
+        chosen_protocol,
+        timeout,
+    )
     tracer_provider = TracerProvider(sampler=chosen_sampler, resource=resource)
     for processor in processors:
         tracer_provider.add_span_processor(processor)
@@ -370,12 +363,17 @@ def configure(
         except OSError as exc:
             tracer_provider.shutdown()
             meter_provider.shutdown()
+            _shutdown_built([], [], built_logs)
             raise OSError(
                 f"prometheus_port: cannot listen on {host}:{port}: {exc.strerror or exc}"
             ) from exc
     if set_global:
         trace_api.set_tracer_provider(tracer_provider)
         metrics_api.set_meter_provider(meter_provider)
+    logger_provider = None
+    if extra_log_processors or built_logs:
+        logger_provider = logger_provider_for(resource, [*extra_log_processors, *built_logs])
+        set_sink(StructlogSink(logger_provider))
     return Telemetry(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -386,36 +384,47 @@ def configure(
         prometheus_registry=prometheus_registry,
         is_global=set_global,
         export_timeout=timeout,
+        logger_provider=logger_provider,
+        logs=log_exporters,
     )
 
 
-def _shutdown_built(processors: list[SpanProcessor], readers: list[MetricReader]) -> None:
+def _build(
+    exporters: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]],
+    extra: tuple[list[SpanProcessor], list[MetricReader]],
+    registry: Any,
+    protocol: OtlpProtocol | None,
+    timeout: float,
+) -> tuple[list[SpanProcessor], list[MetricReader], list[LogRecordProcessor]]:
+    """The span processors, metric readers and log processors of the exporters (after
+    the *extra* ones given); if one fails (a missing extra), those already built are
+    shut down: no thread or registration is left behind."""
+    span_exporters, metric_exporters, log_exporters = exporters
+    processors: list[SpanProcessor] = []
+    readers: list[MetricReader] = []
+    logs: list[LogRecordProcessor] = []
+    try:
+        # One at a time (not extend), so that those built before a failure are known.
+        for name in span_exporters:
+            processors.append(span_processor(name, protocol, timeout))  # noqa: PERF401
+        for name in metric_exporters:
+            readers.append(metric_reader(name, registry, protocol, timeout))  # noqa: PERF401
+        for name in log_exporters:
+            logs.append(log_processor(name, protocol, timeout))  # noqa: PERF401
+    except BaseException:
+        _shutdown_built(processors, readers, logs)
+        raise
+    return [*extra[0], *processors], [*extra[1], *readers], logs
+
+
+def _shutdown_built(
+    processors: list[SpanProcessor],
+    readers: list[MetricReader],
+    logs: list[LogRecordProcessor],
+) -> None:
     for processor in processors:
         processor.shutdown()
     for reader in readers:
         reader.shutdown()
-
-
-def _prometheus_address(
-    port: object, host: object, exporters: tuple[str, ...]
-) -> tuple[int | None, str]:
-    """The port (None: no server) and host of the Prometheus server."""
-    resolved = None if port is None else check_port(port, "prometheus_port")
-    if resolved is not None and "prometheus" not in exporters:
-        raise ValueError("prometheus_port: only used with metrics='prometheus'")
-    if host is not None:
-        if not isinstance(host, str):
-            raise TypeError(f"prometheus_host: expected a str, not {host!r}")
-        if not host.strip():
-            raise ValueError("prometheus_host: expected an address, not an empty str")
-        if "prometheus" not in exporters:
-            raise ValueError("prometheus_host: only used with metrics='prometheus'")
-    if "prometheus" not in exporters:
-        return None, ""
-    if resolved is None:
-        resolved = prometheus_port_from_env()
-        if resolved is None and host is not None:
-            raise ValueError("prometheus_host: only used with a prometheus_port")
-    if isinstance(host, str):
-        return resolved, host
-    return resolved, os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "").strip() or "127.0.0.1"
+    for log in logs:
+        log.shutdown()

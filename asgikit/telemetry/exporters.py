@@ -73,11 +73,13 @@ _OTLP_ALIASES: Final = {"otlp": "otlp", "otlp_proto_http": "otlp"}
 _OTLP_PROTOCOL_VARS: Final = {
     "traces": ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
     "metrics": ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
+    "logs": ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
 }
 # The variables that set an OTLP exporter's own per-request timeout.
 _OTLP_TIMEOUT_VARS: Final = {
     "traces": ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"),
     "metrics": ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"),
+    "logs": ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"),
 }
 _OTLP_PACKAGES: Final = {
     "grpc": ("opentelemetry-exporter-otlp-proto-grpc", OTLP_GRPC_INSTALL),
@@ -89,7 +91,7 @@ def _choices(values: frozenset[str]) -> str:
     return ", ".join(repr(value) for value in sorted(values))
 
 
-def _exporters(
+def exporters_for(
     option: str, value: object, choices: frozenset[str], variable: str
 ) -> tuple[str, ...]:
     """The exporters for one signal: the option, else the variable, else none at all.
@@ -148,7 +150,7 @@ def otlp_protocol(signal: str, protocol: OtlpProtocol | None) -> OtlpProtocol:
     return "http/protobuf"
 
 
-def _otlp_timeout(signal: str, export_timeout: float) -> float | None:
+def otlp_timeout(signal: str, export_timeout: float) -> float | None:
     """The exporter's per-request timeout: *export_timeout*, unless a variable sets it
     (None: the exporter reads the variable)."""
     if any(os.environ.get(variable, "").strip() for variable in _OTLP_TIMEOUT_VARS[signal]):
@@ -156,7 +158,7 @@ def _otlp_timeout(signal: str, export_timeout: float) -> float | None:
     return export_timeout
 
 
-def _missing_otlp(signal: str, protocol: str) -> MissingExtraError:
+def missing_otlp(signal: str, protocol: str) -> MissingExtraError:
     package, install = _OTLP_PACKAGES[protocol]
     over = " over gRPC" if protocol == "grpc" else ""
     return MissingExtraError(f"{signal}: 'otlp'{over} needs {package}: {install}")
@@ -164,12 +166,12 @@ def _missing_otlp(signal: str, protocol: str) -> MissingExtraError:
 
 def traces_exporters(value: object) -> tuple[str, ...]:
     """The span exporters to set up: ``traces``, else ``OTEL_TRACES_EXPORTER``."""
-    return _exporters("traces", value, TRACES_CHOICES, "OTEL_TRACES_EXPORTER")
+    return exporters_for("traces", value, TRACES_CHOICES, "OTEL_TRACES_EXPORTER")
 
 
 def metrics_exporters(value: object) -> tuple[str, ...]:
     """The metric exporters to set up: ``metrics``, else ``OTEL_METRICS_EXPORTER``."""
-    return _exporters("metrics", value, METRICS_CHOICES, "OTEL_METRICS_EXPORTER")
+    return exporters_for("metrics", value, METRICS_CHOICES, "OTEL_METRICS_EXPORTER")
 
 
 def sampler_from(name: object, ratio: object) -> _sampling.Sampler | None:
@@ -239,7 +241,7 @@ def span_processor(
         # Bound now, not at import time: sys.stdout may have been replaced since.
         return SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stdout))
     chosen = otlp_protocol("traces", protocol)
-    return BatchSpanProcessor(_otlp_span_exporter(chosen, _otlp_timeout("traces", export_timeout)))
+    return BatchSpanProcessor(_otlp_span_exporter(chosen, otlp_timeout("traces", export_timeout)))
 
 
 def _otlp_span_exporter(protocol: OtlpProtocol, timeout: float | None) -> SpanExporter:
@@ -252,7 +254,7 @@ def _otlp_span_exporter(protocol: OtlpProtocol, timeout: float | None) -> SpanEx
             return GrpcSpanExporter(timeout=timeout)
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     except ImportError as exc:
-        raise _missing_otlp("traces", protocol) from exc
+        raise missing_otlp("traces", protocol) from exc
     return OTLPSpanExporter(timeout=timeout)
 
 
@@ -278,7 +280,7 @@ def metric_reader(
             return PrometheusMetricReader()
         return PrometheusMetricReader(registry=registry)
     chosen = otlp_protocol("metrics", protocol)
-    exporter = _otlp_metric_exporter(chosen, _otlp_timeout("metrics", export_timeout))
+    exporter = _otlp_metric_exporter(chosen, otlp_timeout("metrics", export_timeout))
     return PeriodicExportingMetricReader(exporter)
 
 
@@ -292,7 +294,7 @@ def _otlp_metric_exporter(protocol: OtlpProtocol, timeout: float | None) -> Metr
             return GrpcMetricExporter(timeout=timeout)
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     except ImportError as exc:
-        raise _missing_otlp("metrics", protocol) from exc
+        raise missing_otlp("metrics", protocol) from exc
     return OTLPMetricExporter(timeout=timeout)
 
 

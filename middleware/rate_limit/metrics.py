@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
-
-from opentelemetry import metrics
+from typing import TYPE_CHECKING, Any, Final
 
 from asgikit import __version__
 
 from .rules import Rule
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import CallbackOptions, Observation
 
 __all__ = ["COUNTER", "OUTCOME", "OUTCOMES", "RULE", "DecisionMetrics"]
 
@@ -57,6 +58,10 @@ class _Instrument:
     """The observable counter of one meter provider, over every live ``DecisionMetrics``."""
 
     def __init__(self, meter_provider: Any) -> None:
+        # Imported here, not with the module: importing the middleware does not load
+        # OpenTelemetry (tests/test_layout.py).
+        from opentelemetry import metrics
+
         self.sources: weakref.WeakSet[DecisionMetrics] = weakref.WeakSet()
         meter = metrics.get_meter("asgikit", __version__, meter_provider)
         meter.create_observable_counter(
@@ -66,14 +71,16 @@ class _Instrument:
             description="Rate-limit decisions, per rule and outcome",
         )
 
-    def _observe(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        from opentelemetry.metrics import Observation
+
         totals: dict[tuple[str, str], int] = {}
         for source in list(self.sources):
             for key, value in list(source.counts.items()):
                 if value:
                     totals[key] = totals.get(key, 0) + value
         return [
-            metrics.Observation(value, {RULE: rule, OUTCOME: outcome})
+            Observation(value, {RULE: rule, OUTCOME: outcome})
             for (rule, outcome), value in totals.items()
         ]
 

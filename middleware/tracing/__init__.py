@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.trace import Span
 
 from asgikit import __version__
+from asgikit.hooks import Hook, hook_option
 from asgikit.observe import Exchange, route_of
 from asgikit.options import flag, string_list
 from asgikit.paths import PathMatcher
 from asgikit.redact import DEFAULT_REDACTED_QUERY_PARAMS
 from asgikit.scopes import CHAIN_KEY, DECISION_KEY, end_chain, start_chain
-from asgikit.types import ASGIApp, Receive, Scope, Send
+from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 from .attributes import (
     CANCELLED,
@@ -35,9 +37,18 @@ from .environment import (
 )
 from .recorder import HttpRecorder
 from .spans import RequestSpans, TraceHeaders
+from .streams import STREAM_DURATION, STREAM_TIME_TO_FIRST_BYTE, STREAM_TYPE, STREAM_TYPES
 from .websocket import WebSocketTracing
 
-__all__ = ["CANCELLED", "DISCONNECTED", "TracingMiddleware"]
+__all__ = [
+    "CANCELLED",
+    "DISCONNECTED",
+    "STREAM_DURATION",
+    "STREAM_TIME_TO_FIRST_BYTE",
+    "STREAM_TYPE",
+    "STREAM_TYPES",
+    "TracingMiddleware",
+]
 
 
 class TracingMiddleware:
@@ -75,6 +86,25 @@ class TracingMiddleware:
         bind_contextvars: Bind ``trace_id`` and ``span_id`` in structlog's context
             variables while the app runs.
         websockets: Trace websocket connections (one span per connection).
+        request_hook: ``request_hook(span, scope)``, called once per traced request
+            (and websocket connection) whose span records, before the app runs: add
+            attributes of your own. A plain function; what it raises is logged (on
+            ``asgikit.hooks``, at most once a minute) and changes nothing else.
+        response_hook: ``response_hook(span, message)``, called once with the
+            ``http.response.start`` message (the app's, or the answer an asgikit layer
+            inside made: 429, 504...) when the span records. Contained the same way.
+        metric_attributes: ``metric_attributes(scope)`` returns more attributes for the
+            duration (and size, stream) histograms of the request: called once, at its
+            end, with the innermost scope (what the framework and the middleware inside
+            added). Keep the values bounded; they never replace the conventions' own.
+            Contained the same way.
+        streams: Record streaming responses (``text/event-stream``, NDJSON) and
+            websocket connections in ``asgikit.stream.time_to_first_byte`` and
+            ``asgikit.stream.duration``, and leave them out of
+            ``http.server.request.duration``. False: no stream histograms, every
+            response in the request duration.
+        streams_in_duration: Record streaming responses in
+            ``http.server.request.duration`` as well.
 
     The OpenTelemetry variables (excluded URLs, header capture, and
     ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS`` for the headers to
@@ -89,7 +119,10 @@ class TracingMiddleware:
     __slots__ = (
         "_excluded",
         "_excluded_urls",
+        "_metric_attributes",
         "_recorder",
+        "_request_hook",
+        "_response_hook",
         "_spans",
         "_trace_headers",
         "_websocket",
@@ -113,6 +146,11 @@ class TracingMiddleware:
         response_size: bool = False,
         bind_contextvars: bool = True,
         websockets: bool = True,
+        request_hook: Callable[[Span, Scope], object] | None = None,
+        response_hook: Callable[[Span, Message], object] | None = None,
+        metric_attributes: Callable[[Scope], Mapping[str, Any]] | None = None,
+        streams: bool = True,
+        streams_in_duration: bool = False,
     ) -> None:
         if tracer_provider is not None and not callable(getattr(tracer_provider, "get_tracer", 0)):
             raise TypeError(f"tracer_provider: expected a TracerProvider, not {tracer_provider!r}")
@@ -160,9 +198,21 @@ class TracingMiddleware:
             request_size=flag(request_size, "request_size"),
             response_size=flag(response_size, "response_size"),
             response_capture=attributes.response_capture,
+            streams=flag(streams, "streams"),
+            streams_in_duration=flag(streams_in_duration, "streams_in_duration"),
+        )
+        self._request_hook = _contained(request_hook, "request_hook")
+        self._response_hook = _contained(response_hook, "response_hook")
+        measured = hook_option(metric_attributes, "metric_attributes")
+        self._metric_attributes = (
+            None
+            if measured is None
+            else Hook(_mapping_from(measured), "TracingMiddleware.metric_attributes")
         )
         self._websocket = (
-            WebSocketTracing(app, self._spans) if flag(websockets, "websockets") else None
+            WebSocketTracing(app, self._spans, self._request_hook, self._recorder.streams)
+            if flag(websockets, "websockets")
+            else None
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -177,23 +227,16 @@ class TracingMiddleware:
         scheme = scope.get("scheme", "http")
         name = "HTTP" if method == OTHER_METHOD else method
         span, parent = self._spans.start(scope, name, method, scheme, start)
-        # The chain records the copies made inside: the route the framework writes into
-        # its own scope is read from there after the app returns.
+        if self._request_hook is not None and span.is_recording():
+            self._request_hook(span, scope)
         started = CHAIN_KEY not in scope
-        # A layer inside that answers itself (asgikit.answers.decide) says why here; the
-        # access log outside may have handed its dict down already.
-        decisions = scope.get(DECISION_KEY)
-        if isinstance(decisions, dict):
-            scope = start_chain(scope)
-        else:
-            decisions = {}
-            scope = start_chain(scope, {DECISION_KEY: decisions})
+        scope, decisions = _chained(scope)
         on_message = self._spans.message_events(span, skip="http.disconnect")
         ex = Exchange(
             send,
             receive,
             time.time_ns,
-            on_start=self._trace_headers.on_start(span),
+            on_start=self._on_start(span),
             files=on_message is not None or self._recorder.counts_files,
             on_message=on_message,
         )
@@ -206,10 +249,25 @@ class TracingMiddleware:
             raise
         finally:
             self._spans.deactivate(active)
-            self._recorder.end(span, ex, route_of(scope), method, scheme, start, decisions)
+            hook = self._metric_attributes
+            extra = None if hook is None else hook(_innermost(scope))
+            self._recorder.end(span, ex, route_of(scope), method, scheme, start, decisions, extra)
             if started:
                 end_chain(scope)
             ex.release()
+
+    def _on_start(self, span: Span) -> Callable[[Message], Message] | None:
+        """The response start's hook: the trace headers, and ``response_hook``."""
+        headers = self._trace_headers.on_start(span)
+        hook = self._response_hook
+        if hook is None or not span.is_recording():
+            return headers
+
+        def on_start(message: Message) -> Message:
+            hook(span, message)
+            return message if headers is None else headers(message)
+
+        return on_start
 
     async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -221,3 +279,42 @@ class TracingMiddleware:
             await self._websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+def _innermost(scope: Scope) -> Scope:
+    """The innermost copy of *scope* in its chain: what the layers inside added."""
+    chain = scope.get(CHAIN_KEY)
+    return chain[-1] if chain else scope
+
+
+def _chained(scope: Scope) -> tuple[Scope, dict[str, Any]]:
+    """A copy of *scope* in a scope chain (started here unless one exists), and the dict
+    a layer inside that answers itself fills in (``asgikit.answers.decide``).
+
+    The chain records the copies made inside: the route the framework writes into its
+    own scope is read from there after the app returns. The access log outside may have
+    handed its decisions dict down already: it is shared, not replaced.
+    """
+    decisions = scope.get(DECISION_KEY)
+    if isinstance(decisions, dict):
+        return start_chain(scope), decisions
+    decisions = {}
+    return start_chain(scope, {DECISION_KEY: decisions}), decisions
+
+
+def _contained(function: object, option: str) -> Hook[object] | None:
+    """*function* (checked) behind a ``Hook``, or None."""
+    checked = hook_option(function, option)
+    return None if checked is None else Hook(checked, f"TracingMiddleware.{option}")
+
+
+def _mapping_from(function: Callable[[Scope], Any]) -> Callable[[Scope], Mapping[str, Any]]:
+    """*function*, raising (to be contained) when it returns something else than a mapping."""
+
+    def attributes(scope: Scope) -> Mapping[str, Any]:
+        result = function(scope)
+        if not isinstance(result, Mapping):
+            raise TypeError(f"metric_attributes returned {type(result).__name__}, not a mapping")
+        return result
+
+    return attributes

@@ -28,6 +28,7 @@ from .attributes import (
     error_status,
 )
 from .environment import HeaderCapture
+from .streams import STREAM_TYPE, StreamRecorder, stream_type
 
 __all__ = ["HttpRecorder"]
 
@@ -44,6 +45,8 @@ class HttpRecorder:
         request_size: Record the ``http.server.request.body.size`` histogram.
         response_size: Record the ``http.server.response.body.size`` histogram.
         response_capture: Response headers to capture on the span, or None.
+        streams: Record streaming responses in the stream histograms (``streams``).
+        streams_in_duration: Record streaming responses in the request duration too.
     """
 
     __slots__ = (
@@ -52,7 +55,10 @@ class HttpRecorder:
         "_request_size",
         "_response_capture",
         "_response_size",
+        "_streams",
+        "_streams_in_duration",
         "counts_files",
+        "streams",
     )
 
     def __init__(
@@ -62,6 +68,8 @@ class HttpRecorder:
         request_size: bool,
         response_size: bool,
         response_capture: HeaderCapture | None,
+        streams: bool = True,
+        streams_in_duration: bool = False,
     ) -> None:
         self._duration = meter.create_histogram(
             REQUEST_DURATION,
@@ -94,6 +102,10 @@ class HttpRecorder:
             else None
         )
         self._response_capture = response_capture
+        self.streams = StreamRecorder(meter) if streams else None
+        """The stream histograms (websocket tracing records its connections there)."""
+        self._streams = self.streams
+        self._streams_in_duration = streams_in_duration or not streams
         self.counts_files = response_size
         """Whether the bytes of files the server sends (``pathsend``) are wanted."""
 
@@ -117,6 +129,7 @@ class HttpRecorder:
         scheme: str,
         start: int,
         decisions: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Record the end of a request ``begin`` counted, and end its span.
 
@@ -131,6 +144,7 @@ class HttpRecorder:
             start: When the request started (``time.time_ns()``).
             decisions: What a layer inside that answered itself recorded
                 (``asgikit.answers.decide``), if one did.
+            extra: More metric attributes (``metric_attributes``); never replace ours.
         """
         error = ex.error
         self._in_flight[method, scheme] -= 1
@@ -144,11 +158,18 @@ class HttpRecorder:
             attributes[HTTP_ROUTE] = route
         if error_type is not None:
             attributes[ERROR_TYPE] = error_type
-        self._duration.record((end - start) / 1e9, attributes)
+        measured = attributes
+        if extra:
+            measured = {**extra, **attributes}  # the conventions' attributes win
+        stream = None
+        if self._streams is not None and (stream := stream_type(ex.response_headers)):
+            self._streams.record(stream, start, ex.first_byte, end, measured)
+        if stream is None or self._streams_in_duration:
+            self._duration.record((end - start) / 1e9, measured)
         if self._request_size is not None:
-            self._request_size.record(ex.received, attributes)
+            self._request_size.record(ex.received, measured)
         if self._response_size is not None:
-            self._response_size.record(ex.sent, attributes)
+            self._response_size.record(ex.sent, measured)
         if span.is_recording():
             if route is not None:
                 span.update_name(f"{'HTTP' if method == OTHER_METHOD else method} {route}")
@@ -159,6 +180,8 @@ class HttpRecorder:
                 attributes[DISCONNECTED] = True
             if self._response_capture is not None and ex.response_headers is not None:
                 self._response_capture.add(ex.response_headers, attributes)
+            if stream is not None:
+                attributes[STREAM_TYPE] = stream
             if decisions and (decision := decisions.get(DECISION_FIELD)) is not None:
                 attributes[DECISION_FIELD] = decision
                 attributes.update(decisions.get(DETAILS, ()))

@@ -1,18 +1,29 @@
-"""Websocket tracing: one span per connection, no metrics."""
+"""Websocket tracing: one span per connection, and the stream histograms."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from opentelemetry.trace import Span
 
+from asgikit.hooks import Hook
 from asgikit.observe import WebSocketExchange, route_of
 from asgikit.scopes import CHAIN_KEY, end_chain, start_chain
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
-from .attributes import DISCONNECTED, ERROR_TYPE, HTTP_ROUTE, HTTP_STATUS, error_status
+from .attributes import (
+    DISCONNECTED,
+    ERROR_TYPE,
+    HTTP_ROUTE,
+    HTTP_STATUS,
+    METHOD,
+    URL_SCHEME,
+    error_status,
+)
 from .spans import RequestSpans
+from .streams import StreamRecorder
 
 __all__ = ["WEBSOCKET_SPAN_NAME", "WebSocketTracing"]
 
@@ -28,22 +39,37 @@ class WebSocketTracing:
     Args:
         app: The ASGI app that handles the connections.
         spans: Starts each connection's span and makes it current.
+        request_hook: ``TracingMiddleware``'s, contained; None for none.
+        streams: Records each connection as a ``websocket`` stream; None for none.
     """
 
-    __slots__ = ("_app", "_spans")
+    __slots__ = ("_app", "_request_hook", "_spans", "_streams")
 
-    def __init__(self, app: ASGIApp, spans: RequestSpans) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        spans: RequestSpans,
+        request_hook: Hook[object] | None = None,
+        streams: StreamRecorder | None = None,
+    ) -> None:
         self._app = app
         self._spans = spans
+        self._request_hook = request_hook
+        self._streams = streams
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.time_ns()
-        span, parent = self._spans.start(
-            scope, WEBSOCKET_SPAN_NAME, "GET", scope.get("scheme", "ws"), start
-        )
+        scheme = scope.get("scheme", "ws")
+        span, parent = self._spans.start(scope, WEBSOCKET_SPAN_NAME, "GET", scheme, start)
+        if self._request_hook is not None and span.is_recording():
+            self._request_hook(span, scope)
         started = CHAIN_KEY not in scope  # the route is read from the chain afterwards
         scope = start_chain(scope)
-        ws = WebSocketExchange(send, receive, on_message=self._spans.message_events(span))
+        events = self._spans.message_events(span)
+        accepted: list[int] = []
+        if self._streams is not None:
+            events = _accept_time(accepted, events)
+        ws = WebSocketExchange(send, receive, on_message=events)
         active = self._spans.activate(span, parent)
         try:
             await self._app(scope, ws.receive, ws.send)
@@ -53,12 +79,32 @@ class WebSocketTracing:
         finally:
             self._spans.deactivate(active)
             end = time.time_ns()
+            route = route_of(scope)
+            if self._streams is not None and accepted:
+                measured: dict[str, Any] = {METHOD: "GET", URL_SCHEME: scheme}
+                if route is not None:
+                    measured[HTTP_ROUTE] = route
+                self._streams.record("websocket", start, accepted[0], end, measured)
             if span.is_recording():
-                _record_outcome(span, ws, route_of(scope))
+                _record_outcome(span, ws, route)
             span.end(end_time=end)
             if started:
                 end_chain(scope)
             ws.release()
+
+
+def _accept_time(
+    accepted: list[int], events: Callable[[str, int], None] | None
+) -> Callable[[str, int], None]:
+    """An ``on_message`` noting when the connection was accepted, then adding *events*."""
+
+    def on_message(kind: str, size: int) -> None:
+        if kind == "websocket.accept":
+            accepted.append(time.time_ns())
+        if events is not None:
+            events(kind, size)
+
+    return on_message
 
 
 def _record_outcome(span: Span, ws: WebSocketExchange, route: str | None) -> None:

@@ -27,6 +27,7 @@ from asgikit.testing import request
 
 ORIGIN = "https://app.example.com"
 HEADERS = {"accept-encoding": "gzip", "origin": ORIGIN}
+# Every request arrives over https: https_redirect (and its HSTS header) passes it on.
 
 
 async def item(request: Request) -> JSONResponse:
@@ -50,6 +51,7 @@ def options(name: str) -> dict[str, Any]:
         "cors": {"allow_origins": [ORIGIN]},
         "rate_limit": {"rate": "2/hour"},  # the third request of a client gets a 429
         "inspector": {"allow_non_loopback": True},
+        "https_redirect": {"hsts": True},
     }.get(name, {})
 
 
@@ -72,13 +74,13 @@ async def test_requests_leave_no_reference_cycles(names: tuple[str, ...]) -> Non
     served = Pipeline([(name, options(name)) for name in names]).wrap(app)
     paths = ("/items/1", "/events", "/items/2", "/items/3")
     for path in paths:  # first use: caches and lazy set-up, not per request
-        await request(served, "GET", path, headers=HEADERS)
+        await request(served, "GET", path, headers=HEADERS, scheme="https")
     gc.collect()
     gc.disable()
     try:
         statuses = []
         for path in paths * 3:
-            response = await request(served, "GET", path, headers=HEADERS)
+            response = await request(served, "GET", path, headers=HEADERS, scheme="https")
             statuses.append(response.status)
         found = cycles_freed()
     finally:
@@ -110,13 +112,13 @@ async def test_an_app_exception_leaves_no_reference_cycle(names: tuple[str, ...]
         chosen["rate_limit"] = {"rate": "100/hour"}  # every request reaches the app
     served = Pipeline(list(chosen.items())).wrap(app)
     with pytest.raises(RuntimeError):  # first use: caches and lazy set-up
-        await request(served, "GET", "/boom", headers=HEADERS)
+        await request(served, "GET", "/boom", headers=HEADERS, scheme="https")
     gc.collect()
     gc.disable()
     try:
         for _ in range(2):
             with pytest.raises(RuntimeError, match="boom"):
-                await request(served, "GET", "/boom", headers=HEADERS)
+                await request(served, "GET", "/boom", headers=HEADERS, scheme="https")
         found = cycles_freed()
     finally:
         gc.enable()
