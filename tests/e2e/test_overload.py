@@ -5,7 +5,7 @@ Each server runs as a process on a free port of 127.0.0.1, serving
 workers, under the middleware with its defaults), and is stopped by its PID. An async
 httpx client in this process sends open-loop arrivals at twice the app's capacity,
 first to ``/unlimited`` (excluded from the limiter: the app alone), then to ``/``.
-About 15 s per server. The margins are generous (a busy 2-core machine); the figures
+About 16 s per server. The margins are generous (a busy 2-core machine); the figures
 themselves come from ``python -m benchmarks.overload`` (docs/concurrency_limit.md).
 """
 
@@ -22,12 +22,14 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 
 RATE = 2 * KNEE / SERVICE  # twice what the app can serve
 SECONDS = 3.0
+WARM_UP = 2.0
 
 
 async def _run(url: str) -> tuple[dict[str, Summary], list[int]]:
     found = {"unloaded": summarise(await steady(url + "/", 40, 2))}
     found["unlimited"] = summarise(await open_loop(url + "/unlimited", RATE, SECONDS))
-    await open_loop(url + "/", RATE, 1.0)  # warm-up: the first min RTT window
+    # Warm-up: the first min RTT windows, and the limit's first descent to the knee.
+    await open_loop(url + "/", RATE, WARM_UP)
     health: list[int] = []
 
     async def probe() -> None:  # a liveness probe during the overload: excluded
