@@ -56,6 +56,7 @@ from asgikit.middleware.rate_limit import RateLimitMiddleware
 from asgikit.testing import request
 from asgikit.types import ASGIApp
 from benchmarks.harness import Request, Result, added_cost, report, run_asgi
+from benchmarks.processes import free_port
 
 __all__ = ["count_redis_round_trips", "main", "starlette_apps"]
 
@@ -105,17 +106,10 @@ def added(results: Sequence[Result]) -> tuple[float, float, float]:
 # ---- Redis ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def _redis_server(binary: str) -> Iterator[int]:
     """A throw-away redis-server on a free loopback port, stopped by PID."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         process = subprocess.Popen(
             [

@@ -17,13 +17,10 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -31,16 +28,14 @@ from pathlib import Path
 from typing import IO
 
 from benchmarks.harness import BenchmarkError, environment
+from benchmarks.processes import HOST, free_port, stop, wait_until_accepting
 
 __all__ = ["Case", "CaseSummary", "Options", "WrkResult", "main", "parse_args", "parse_wrk"]
 
-HOST = "127.0.0.1"  # the only host this runner ever starts or loads
 MAX_DURATION = 60
 MAX_ROUNDS = 10
 MAX_CONNECTIONS = 1024
 MAX_THREADS = 16
-STARTUP_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
 WRK_GRACE = 30  # wrk is killed this many seconds after its duration should have ended
 
 _CASE = re.compile(r"^(?P<name>[^=\s]+)=(?P<target>[A-Za-z_][\w.]*:[A-Za-z_][\w.]*)$")
@@ -213,47 +208,10 @@ def _pinning() -> _Pinning:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _read(log: IO[bytes]) -> str:
     log.flush()
     log.seek(0)
     return log.read().decode(errors="replace").strip() or "(no output)"
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_until_accepting(process: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            raise BenchmarkError(
-                f"uvicorn exited with status {process.returncode} before accepting "
-                f"connections; its output:\n{_read(log)}"
-            )
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise BenchmarkError(
-                    f"uvicorn did not accept connections on {HOST}:{port} within "
-                    f"{STARTUP_TIMEOUT:g} s; its output:\n{_read(log)}"
-                ) from None
-            time.sleep(0.05)
 
 
 @contextmanager
@@ -286,10 +244,10 @@ def _serve(case: Case, port: int, app_dir: str, pin: Sequence[str]) -> Iterator[
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            _wait_until_accepting(process, port, log)
+            wait_until_accepting(process, port, lambda: _read(log))
             yield
         finally:
-            _stop(process)
+            stop(process)
 
 
 def _run_wrk(port: int, options: Options, pin: Sequence[str]) -> WrkResult:
@@ -321,7 +279,7 @@ def _run_wrk(port: int, options: Options, pin: Sequence[str]) -> WrkResult:
 
 
 def _measure(case: Case, options: Options, pinning: _Pinning) -> WrkResult:
-    port = _free_port()
+    port = free_port()
     with _serve(case, port, options.app_dir, pinning.server):
         return _run_wrk(port, options, pinning.wrk)
 

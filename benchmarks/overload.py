@@ -29,8 +29,6 @@ import contextlib
 import importlib
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +42,7 @@ import anyio
 import httpx
 
 from benchmarks.harness import environment
+from benchmarks.processes import HOST, free_port, stop, wait_until_accepting
 
 __all__ = [
     "COMMANDS",
@@ -56,11 +55,8 @@ __all__ = [
     "summarise",
 ]
 
-HOST: Final = "127.0.0.1"
 ROOT: Final = Path(__file__).resolve().parents[1]
 APP: Final = "tests.e2e.overload_app"
-STARTUP_TIMEOUT: Final = 30.0
-STOP_TIMEOUT: Final = 10.0
 REQUEST_TIMEOUT: Final = 30.0
 
 
@@ -180,45 +176,11 @@ async def steady(url: str, requests: int, concurrency: int) -> list[Outcome]:
     return outcomes
 
 
-def _accepting(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited:\n{log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the server did not start:\n{log.read_text()[-3000:]}"
-                ) from None
-            time.sleep(0.05)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def serve(command: Callable[[int], list[str]], port: int | None = None) -> Iterator[str]:
     """Run the server *command* on *port* (a free one by default) of 127.0.0.1; yield
     its base URL; stop it by its PID whatever happens."""
-    port = _free_port() if port is None else port
+    port = free_port() if port is None else port
     with tempfile.TemporaryDirectory() as directory:
         log = Path(directory) / "server.log"
         with log.open("wb") as out:
@@ -227,10 +189,10 @@ def serve(command: Callable[[int], list[str]], port: int | None = None) -> Itera
                 command(port), cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
             )
             try:
-                _accepting(process, port, log)
+                wait_until_accepting(process, port, lambda: log.read_text()[-3000:])
                 yield f"http://{HOST}:{port}"
             finally:
-                _stop(process)
+                stop(process)
 
 
 async def _server_rows(url: str, rate: float, seconds: float) -> dict[str, Summary]:

@@ -31,16 +31,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from asgikit.logging import HTTP_EVENT
-from benchmarks.e2e import (
-    HOST,
-    Options,
-    _free_port,
-    _pinning,
-    _run_wrk,
-    _stop,
-    _wait_until_accepting,
-)
+from benchmarks.e2e import Options, _pinning, _read, _run_wrk
 from benchmarks.harness import BenchmarkError, environment
+from benchmarks.processes import HOST, free_port, stop, wait_until_accepting
 from benchmarks.stacks import LOG_ENV, ORIGIN, REPORT_ENV
 
 __all__ = ["main"]
@@ -79,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = max(1, min(args.requests, 10_000_000))
     limit = max(1, min(args.max_seconds, MAX_SECONDS))
     pinning = _pinning()
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as work:
         log_path = Path(work, "access.jsonl")
         report_path = Path(work, "report.json")
@@ -108,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 env=env,
             )
             try:
-                _wait_until_accepting(server, port, server_out)
+                wait_until_accepting(server, port, lambda: _read(server_out))
                 _run_wrk(port, _options(args.connections, 2), pinning.wrk)  # warm-up
                 rss_start = _rss_kib(server.pid)
                 answered = errors = non_2xx = 0
@@ -121,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 elapsed = time.monotonic() - began
                 rss_end = _rss_kib(server.pid)
             finally:
-                _stop(server)  # SIGTERM: the lifespan shutdown writes the report
+                stop(server)  # SIGTERM: the lifespan shutdown writes the report
         if not report_path.exists():
             output = Path(work, "server.out").read_text(errors="replace")
             raise BenchmarkError(f"the server wrote no report at shutdown:\n{output}")
