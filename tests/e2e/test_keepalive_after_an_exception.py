@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.keepalive_resets import APP, CONFIG
 from tests._processes import free_port, stop, wait_until_answering
 from tests.e2e.servers import HOST, ROOT
 
@@ -33,56 +34,6 @@ pytest.importorskip("uvicorn", reason="needs uvicorn")
 REQUESTS = 1000
 CONNECTIONS = 16
 BOUND = 40  # of 1,000: it was 132; the bare app gets 8-16 (docstring)
-
-APP = """\
-from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
-
-
-def ok(request):
-    return PlainTextResponse("ok")
-
-
-def fail(request):
-    raise RuntimeError("the handler failed")
-
-
-app = Starlette(routes=[Route("/", ok), Route("/fail", fail)])
-"""
-
-CONFIG = """\
-app = "keepalive_app:app"
-
-[logging]
-format = "json"
-
-[telemetry]
-service_name = "keepalive"
-traces = "none"
-
-[[middleware]]
-use = "proxy_headers"
-
-[[middleware]]
-use = "request_id"
-
-[[middleware]]
-use = "access_log"
-
-[[middleware]]
-use = "tracing"
-
-[[middleware]]
-use = "cors"
-allow_origins = ["https://app.example.com"]
-
-[[middleware]]
-use = "timeout"
-
-[[middleware]]
-use = "compression"
-"""
 
 
 async def _load(url: str) -> tuple[int, dict[int, int]]:
