@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final, Generic, TypeVar
 
-__all__ = ["LOG_PERIOD", "Hook", "hook_option"]
+__all__ = ["LOG_PERIOD", "Hook", "contained", "contained_fields", "hook_option"]
 
 LOG_PERIOD: Final = 60.0
 """Seconds between two reports of the same hook's failures."""
@@ -87,3 +87,37 @@ class Hook(Generic[_R]):
             self._period,
             exc_info=exc,
         )
+
+
+def contained(value: object, option: str, owner: str) -> Hook[Any] | None:
+    """Check hook option *value* (None or a callable, see :func:`hook_option`) and put it
+    behind a :class:`Hook` named ``owner.option``; None when it is None."""
+    checked = hook_option(value, option)
+    return None if checked is None else Hook(checked, f"{owner}.{option}")
+
+
+def contained_fields(
+    value: object, option: str, owner: str, *, reserved: Collection[str] = ()
+) -> Hook[dict[str, Any]] | None:
+    """:func:`contained`, for a hook that returns fields (attributes, log fields).
+
+    Its result is checked inside the hook, so a wrong one is contained and reported
+    like an exception: a mapping whose keys are all str and none of *reserved*. The
+    hook returns a dict of its own, which the caller may keep.
+    """
+    checked = hook_option(value, option)
+    if checked is None:
+        return None
+    function = checked
+
+    def fields(*args: Any) -> dict[str, Any]:
+        result = function(*args)
+        if not isinstance(result, Mapping):
+            raise TypeError(f"{option} returned {type(result).__name__}, not a mapping")
+        extra = dict(result)
+        for key in extra:
+            if not isinstance(key, str) or key in reserved:
+                raise TypeError(f"{option} returned the field name {key!r}")
+        return extra
+
+    return Hook(fields, f"{owner}.{option}")

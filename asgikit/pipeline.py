@@ -19,6 +19,7 @@ from asgikit.types import ASGIApp
 __all__ = [
     "CANONICAL_ORDER",
     "ORDER_RULES",
+    "OUTERMOST_RULES",
     "Layer",
     "OrderProblem",
     "Pipeline",
@@ -99,6 +100,12 @@ ORDER_RULES: Final[tuple[tuple[str, str, str], ...]] = (
 )
 """Departures from ``CANONICAL_ORDER`` that lose something, and what they lose."""
 
+OUTERMOST_RULES: Final[Mapping[str, str]] = {
+    # Only as the first layer does it build the stack with a timer between every two.
+    "server_timing": "it times only the total, not each layer and the app",
+}
+"""Middleware that do their work only as the outermost layer, and what they lose elsewhere."""
+
 
 class PipelineWarning(UserWarning):
     """A pipeline that works but loses something: see the message."""
@@ -106,10 +113,11 @@ class PipelineWarning(UserWarning):
 
 @dataclass(frozen=True, slots=True)
 class OrderProblem:
-    """``inner`` (an index) is listed outside ``outer``, losing what ``message`` says."""
+    """``inner`` (an index) is listed outside ``outer``, losing what ``message`` says;
+    ``outer`` is None when ``inner`` works only as the first layer (``OUTERMOST_RULES``)."""
 
     inner: int
-    outer: int
+    outer: int | None
     message: str
 
 
@@ -129,7 +137,13 @@ def order_problems(names: Sequence[str | None]) -> list[OrderProblem]:
                 problems.append(
                     OrderProblem(inner, outer, f"{inner_name} is outside {outer_name}: {loss}")
                 )
-    problems.sort(key=lambda problem: (problem.inner, problem.outer))
+    for inner, name in enumerate(names[1:], start=1):
+        only_first = OUTERMOST_RULES.get(name or "")
+        if only_first is not None:
+            problems.append(OrderProblem(inner, None, f"{name} is not first: {only_first}"))
+    problems.sort(
+        key=lambda problem: (problem.inner, -1 if problem.outer is None else problem.outer)
+    )
     return problems
 
 
@@ -214,11 +228,13 @@ class Pipeline:
     def warnings(self) -> list[str]:
         """What this order loses, one message per departure from the canonical order."""
         labels = [layer.label for layer in self.layers]
-        return [
-            f"{problem.message} (layer {problem.inner + 1} of {len(labels)}, "
-            f"{labels[problem.outer]} is layer {problem.outer + 1})"
-            for problem in order_problems([layer.name for layer in self.layers])
-        ]
+        messages = []
+        for problem in order_problems([layer.name for layer in self.layers]):
+            where = f"layer {problem.inner + 1} of {len(labels)}"
+            if problem.outer is not None:
+                where += f", {labels[problem.outer]} is layer {problem.outer + 1}"
+            messages.append(f"{problem.message} ({where})")
+        return messages
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
         """Wrap ``app``: the first middleware is the outermost.

@@ -16,7 +16,7 @@ below itself: what is inside it goes unseen, nothing else changes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from asgikit.types import Scope
 
@@ -31,6 +31,8 @@ __all__ = [
     "TIMEOUT_KEY",
     "derive_scope",
     "end_chain",
+    "hand_down_decisions",
+    "innermost",
     "innermost_with",
     "start_chain",
 ]
@@ -117,3 +119,44 @@ def innermost_with(scope: Scope, keys: tuple[str, ...]) -> Scope:
                 if key in candidate:
                     return candidate
     return scope
+
+
+def innermost(scope: Scope) -> Scope:
+    """The innermost copy of *scope* in its chain (what the layers inside set, so far),
+    else *scope* itself."""
+    chain: list[Scope] | None = scope.get(CHAIN_KEY)
+    return chain[-1] if chain else scope
+
+
+class HandedDown(NamedTuple):
+    """What :func:`hand_down_decisions` returns."""
+
+    scope: Scope
+    """The scope to call the app with."""
+    decisions: dict[str, Any]
+    """The dict a layer inside that answers itself fills in."""
+    started: bool
+    """Whether the chain was started here: then the caller ends it (:func:`end_chain`)."""
+
+
+def hand_down_decisions(scope: Scope) -> HandedDown:
+    """A copy of *scope* in a scope chain (started here unless one exists), holding the
+    dict a layer inside fills in when it answers itself (``asgikit.answers.decide``;
+    TimeoutMiddleware's outcome too, under :data:`TIMEOUT_KEY`).
+
+    Layers inside cannot reach a scope outside their own copy, so an outer observer
+    hands its dict down; one already handed down by an observer outside is shared, not
+    replaced. The chain records the copies made inside: the route the framework writes
+    into its own scope is read from there after the app returns.
+    """
+    holder = scope.get(DECISION_KEY)
+    if not isinstance(holder, dict):
+        holder = scope.get(TIMEOUT_KEY)
+    decisions: dict[str, Any] = holder if isinstance(holder, dict) else {}
+    if CHAIN_KEY not in scope:
+        scope = start_chain(scope)  # a copy of our own: one store is enough
+        scope[TIMEOUT_KEY] = scope[DECISION_KEY] = decisions
+        return HandedDown(scope, decisions, True)
+    if scope.get(DECISION_KEY) is not decisions or scope.get(TIMEOUT_KEY) is not decisions:
+        scope = derive_scope(scope, {TIMEOUT_KEY: decisions, DECISION_KEY: decisions})
+    return HandedDown(scope, decisions, False)

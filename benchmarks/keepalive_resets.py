@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import subprocess
 import sys
@@ -101,6 +102,10 @@ CASES = {
 }
 
 
+def _tail(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
 async def resets(url: str, requests: int) -> int:
     """Send *requests* (every other one to ``/fail``); the transport errors seen."""
     errors = 0
@@ -139,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with log.open("wb") as out:
                     process = subprocess.Popen(command, cwd=here, env=env, stdout=out, stderr=out)
                 servers[name] = (process, port, log)
-                wait_until_accepting(process, port, lambda log=log: log.read_text()[-3000:])
+                wait_until_accepting(process, port, functools.partial(_tail, log))
             found: dict[str, list[int]] = {name: [] for name in servers}
             for _ in range(args.rounds):  # interleaved: each round visits every server
                 for name, (_, port, _) in servers.items():

@@ -6,15 +6,18 @@ import time
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
-from asgikit.options import bounded_int, string_list
-from asgikit.scopes import derive_scope
+from asgikit.headers import append_header, get_header, header_tokens
+from asgikit.options import bounded_int
+from asgikit.scopes import CHAIN_KEY, derive_scope, end_chain, innermost, start_chain
 from asgikit.timing import TIMING_KEY, LayerTimer, figures, layer_names
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["ServerTimingMiddleware", "timed"]
 
 _clock = time.perf_counter
+_NAME = b"server-timing"
 _CROSS_SITES = (b"cross-site", b"same-site")
+_SAME_SITES = (b"same-origin", b"none")
 
 
 class ServerTimingMiddleware:
@@ -22,28 +25,35 @@ class ServerTimingMiddleware:
     stack was built by :func:`timed` (each layer's own time and the app's).
 
     Figures are milliseconds from the request's arrival here to the response start
-    (what a browser's network panel shows as waiting). A cross-origin request (an
-    ``Origin`` that is not the request's own, or ``Sec-Fetch-Site: cross-site`` or
-    ``same-site``) gets the header only when the response's ``Timing-Allow-Origin``
-    allows that origin (``*`` or the origin itself): timings are not given to other
-    sites unless the app says so.
+    (what a browser's network panel shows as waiting). A cross-origin request gets the
+    header only when the response's ``Timing-Allow-Origin`` allows its origin (``*`` or
+    the origin itself): timings are not given to other sites unless the app says so.
+    ``Sec-Fetch-Site`` decides what is cross-origin when the browser sent it
+    (``cross-site`` and ``same-site`` are, ``same-origin`` and ``none`` are not); else
+    an ``Origin`` is compared at the response start with the request's own scheme and
+    ``Host`` as the layers inside left them (after ProxyHeadersMiddleware, say).
 
     Args:
         app: The ASGI app to wrap.
-        layers: The names of the timed layers, outermost first, as ``timed`` passes
-            them. Empty: the total only.
         decimals: Digits after the point in each ``dur`` (0-6).
     """
 
     __slots__ = ("_decimals", "_layers", "app")
 
-    def __init__(self, app: ASGIApp, *, layers: Sequence[str] = (), decimals: int = 2) -> None:
+    def __init__(self, app: ASGIApp, *, decimals: int = 2) -> None:
         self.app = app
-        self._layers = string_list(layers, "layers")
-        for name in self._layers:
-            if not name or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
-                raise ValueError(f"layers: {name!r} is not a token")
+        self._layers: tuple[str, ...] = ()
         self._decimals = bounded_int(decimals, "decimals", 0, 6)
+
+    @classmethod
+    def _timing(
+        cls, app: ASGIApp, layers: Sequence[str], options: dict[str, Any]
+    ) -> ServerTimingMiddleware:
+        """The middleware as :func:`timed` builds it: with the timed layers' names
+        (tokens, from ``asgikit.timing.layer_names``), outermost first."""
+        middleware = cls(app, **options)
+        middleware._layers = tuple(layers)
+        return middleware
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,56 +61,64 @@ class ServerTimingMiddleware:
             return
         start = _clock()
         marks: dict[int, list[float | None]] = {}
-        origin = _cross_origin(scope)
+        origin, cross = _request_origin(scope)
+        # Undecided: compared at the start with what the layers inside made of the
+        # request, so the chain must record their copies.
+        started = cross is None and CHAIN_KEY not in scope
+        scope = (start_chain if cross is None else derive_scope)(scope, {TIMING_KEY: marks})
 
         def send_timed(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
                 headers = message.get("headers", ())
-                if origin is None or _allowed(headers, origin):
-                    value = self._value(marks, _clock() - start)
-                    message = {**message, "headers": [*headers, (b"server-timing", value)]}
+                foreign = _foreign(origin, innermost(scope)) if cross is None else cross
+                if not foreign or _allowed(headers, origin):
+                    value = self._value(marks, start, _clock())
+                    message = {**message, "headers": append_header(headers, _NAME, value)}
             return send(message)
 
-        await self.app(derive_scope(scope, {TIMING_KEY: marks}), receive, send_timed)
+        try:
+            await self.app(scope, receive, send_timed)
+        finally:
+            if started:
+                end_chain(scope)
 
-    def _value(self, marks: dict[int, list[float | None]], total: float) -> bytes:
+    def _value(self, marks: dict[int, list[float | None]], start: float, end: float) -> bytes:
         parts = [
             f"{name};dur={seconds * 1000:.{self._decimals}f}"
-            for name, seconds in figures(self._layers, marks, total)
+            for name, seconds in figures(self._layers, marks, start, end)
         ]
         return ", ".join(parts).encode("ascii")
 
 
-def _cross_origin(scope: Scope) -> bytes | None:
-    """The request's origin when it is cross-origin (b"" when unknown), else None."""
+def _request_origin(scope: Scope) -> tuple[bytes, bool | None]:
+    """The request's ``Origin`` (b"" when none), and whether it is cross-origin: told
+    by ``Sec-Fetch-Site`` when present, not when there is no ``Origin``, else None (to
+    compare at the response start)."""
     origin: bytes | None = None
     site: bytes | None = None
-    host: bytes | None = None
     for name, value in scope.get("headers", ()):
         if name == b"origin":
             origin = value
         elif name == b"sec-fetch-site":
             site = value
-        elif name == b"host":
-            host = value
-    if origin is not None:
-        own = b"%s://%s" % (scope.get("scheme", "http").encode("ascii"), host or b"")
-        if origin.lower() != own.lower():
-            return origin
-    if site in _CROSS_SITES:
-        return origin or b""
-    return None
+    if site in _CROSS_SITES or site in _SAME_SITES:
+        return origin or b"", site in _CROSS_SITES
+    return origin or b"", (None if origin is not None else False)
+
+
+def _foreign(origin: bytes, scope: Scope) -> bool:
+    """Whether *origin* is not *scope*'s own: its scheme and ``Host``."""
+    host = get_header(scope.get("headers", ()), b"host", b"")
+    own = b"%s://%s" % (scope.get("scheme", "http").encode("ascii"), host)
+    return origin.lower() != own.lower()
 
 
 def _allowed(headers: Iterable[tuple[bytes, bytes]], origin: bytes) -> bool:
     """Whether a ``Timing-Allow-Origin`` of the response allows *origin*."""
-    for name, value in headers:
-        if name == b"timing-allow-origin":
-            for entry in value.split(b","):
-                allowed = entry.strip()
-                if allowed == b"*" or (origin and allowed == origin):
-                    return True
-    return False
+    return any(
+        allowed == b"*" or (origin and allowed == origin)
+        for allowed in header_tokens(headers, b"timing-allow-origin")
+    )
 
 
 def timed(pipeline: Any, app: ASGIApp, **options: Any) -> ASGIApp:
@@ -119,4 +137,4 @@ def timed(pipeline: Any, app: ASGIApp, **options: Any) -> ASGIApp:
         wrapped = layer.factory(wrapped, **layer.options)
         if index > 0:
             wrapped = LayerTimer(wrapped, index - 1)
-    return ServerTimingMiddleware(wrapped, layers=names, **options)
+    return ServerTimingMiddleware._timing(wrapped, names, options)

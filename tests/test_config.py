@@ -905,6 +905,25 @@ def test_order_warnings_point_at_the_entry_out_of_place(tmp_path: Path) -> None:
     )
 
 
+def test_a_middleware_that_must_be_first_is_told_so(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """\
+        app = "x:y"
+        [[middleware]]
+        use = "request_id"
+        [[middleware]]
+        use = "server_timing"
+        """,
+        registry=Registry(),
+    )
+    [warning] = config.warnings
+    assert str(warning) == (
+        f"{tmp_path / 'asgikit.toml'}:4:1: warning: middleware[1]: server_timing is not "
+        "first: it times only the total, not each layer and the app; list it first"
+    )
+
+
 def test_import_strings_of_builtins_keep_their_ordering_rules(tmp_path: Path) -> None:
     config = load(
         tmp_path,

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from asgikit.hooks import Hook, hook_option
+from asgikit.hooks import Hook, contained, contained_fields, hook_option
 
 
 def test_a_hook_returns_what_the_function_returns() -> None:
@@ -49,3 +49,36 @@ def test_hook_option_takes_none_or_a_callable() -> None:
     assert hook_option(print, "request_hook") is print
     with pytest.raises(TypeError, match=r"^request_hook: expected a callable"):
         hook_option("module:function", "request_hook")
+
+
+def test_contained_checks_the_option_and_names_the_hook(caplog: pytest.LogCaptureFixture) -> None:
+    assert contained(None, "request_hook", "X") is None
+    with pytest.raises(TypeError, match=r"^request_hook: expected a callable"):
+        contained(3, "request_hook", "X")
+    hook = contained(lambda: 1 / 0, "request_hook", "X")
+    assert hook is not None
+    with caplog.at_level(logging.WARNING, logger="asgikit.hooks"):
+        assert hook() is None
+    assert "X.request_hook raised ZeroDivisionError" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("result", "error"),
+    [
+        (["a"], "fields returned list, not a mapping"),
+        ({1: "a"}, "fields returned the field name 1"),
+        ({"event": "a"}, "fields returned the field name 'event'"),
+    ],
+)
+def test_contained_fields_checks_what_the_hook_returns(
+    result: object, error: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert contained_fields(None, "fields", "X") is None
+    good = contained_fields(lambda: {"a": 1}, "fields", "X", reserved=("event",))
+    assert good is not None and good() == {"a": 1}
+    bad = contained_fields(lambda: result, "fields", "X", reserved=("event",))
+    assert bad is not None
+    with caplog.at_level(logging.WARNING, logger="asgikit.hooks"):
+        assert bad() is None
+    [record] = caplog.records
+    assert error in str(record.exc_info[1] if record.exc_info else "")

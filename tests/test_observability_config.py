@@ -94,3 +94,25 @@ def test_logs_otlp_without_its_extra_fails_at_load(
     assert [issue.message for issue in caught.value.issues] == [
         "logs = 'otlp' needs the otlp extra: pip install 'asgikit[otlp]'"
     ]
+
+
+@pytest.mark.parametrize(
+    ("logging_table", "logs", "warned"),
+    [
+        ("configure = false", "console", True),
+        ("configure = true", "console", False),
+        ("configure = false", "none", False),
+        ("", "console", False),
+    ],
+)
+def test_logs_with_logging_left_to_the_app_is_warned_at_load(
+    tmp_path: Path, logging_table: str, logs: str, warned: bool
+) -> None:
+    path = tmp_path / "asgikit.toml"
+    path.write_text(
+        f'app = "tests.test_observability_config:hello"\n[logging]\n{logging_table}\n'
+        f'[telemetry]\nlogs = "{logs}"\n',
+        encoding="utf-8",
+    )
+    messages = [warning.message for warning in load_config(path).warnings]
+    assert any("to_collector" in message for message in messages) is warned

@@ -13,6 +13,7 @@ from asgikit.middleware.request_id import SCOPE_KEY, RequestIDMiddleware
 from asgikit.pipeline import (
     CANONICAL_ORDER,
     ORDER_RULES,
+    OUTERMOST_RULES,
     Layer,
     Pipeline,
     PipelineWarning,
@@ -156,7 +157,10 @@ def test_from_layers_skips_lookups() -> None:
 
 def test_the_canonical_order_has_no_problems() -> None:
     assert order_problems(CANONICAL_ORDER) == []
-    assert order_problems([None, *CANONICAL_ORDER, "contract", None]) == []
+    assert order_problems([*CANONICAL_ORDER, "contract", None]) == []
+    # Anything outside server_timing, even a middleware of the user's, leaves it second.
+    [problem] = order_problems([None, *CANONICAL_ORDER])
+    assert (problem.inner, problem.outer) == (1, None)
 
 
 def test_every_rule_follows_the_canonical_order() -> None:
@@ -186,6 +190,7 @@ def test_pairs_without_a_loss_do_not_warn() -> None:
     ruled = {(inner, outer) for outer, inner, _ in ORDER_RULES}
     for first, second in itertools.permutations(CANONICAL_ORDER, 2):
         expected = 1 if (first, second) in ruled else 0
+        expected += second in OUTERMOST_RULES  # it is second: it should be first
         assert len(order_problems([first, second])) == expected, (first, second)
 
 
@@ -226,5 +231,17 @@ async def test_server_timing_listed_first_times_every_layer_below() -> None:
     response = await request(served)
     names = [item.split(";")[0].strip() for item in response.header("server-timing").split(",")]
     assert names == ["request_id", "cors", "app", "total"]
-    alone = await request(Pipeline(["request_id", "server_timing"]).wrap(app))
+    with pytest.warns(PipelineWarning, match="^server_timing is not first"):
+        inside = Pipeline(["request_id", "server_timing"]).wrap(app)
+    alone = await request(inside)
     assert [i.split(";")[0] for i in alone.header("server-timing").split(",")] == ["total"]
+
+
+def test_server_timing_anywhere_but_first_warns() -> None:
+    assert Pipeline(["server_timing", "request_id"]).warnings == []
+    assert Pipeline(["request_id", "cors", "server_timing"]).warnings == [
+        "server_timing is not first: it times only the total, not each layer and the app "
+        "(layer 3 of 3)"
+    ]
+    for name, loss in OUTERMOST_RULES.items():
+        assert name in CANONICAL_ORDER[:1] and loss

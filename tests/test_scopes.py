@@ -17,7 +17,17 @@ from asgikit.middleware import (
     RequestIDMiddleware,
     TimeoutMiddleware,
 )
-from asgikit.scopes import CHAIN_KEY, derive_scope, end_chain, innermost_with, start_chain
+from asgikit.scopes import (
+    CHAIN_KEY,
+    DECISION_KEY,
+    TIMEOUT_KEY,
+    derive_scope,
+    end_chain,
+    hand_down_decisions,
+    innermost,
+    innermost_with,
+    start_chain,
+)
 from asgikit.testing import request
 
 pytestmark = pytest.mark.anyio
@@ -143,3 +153,27 @@ async def test_an_access_log_inside_a_chain_joins_it_with_its_own_holder() -> No
     assert response.status == 204
     assert outer[CHAIN_KEY][-1] is seen[0]
     assert isinstance(seen[0]["asgikit.timeout"], dict) and "asgikit.timeout" not in outer
+
+
+def test_innermost_is_the_last_copy_of_the_chain() -> None:
+    plain: dict[str, Any] = {"type": "http"}
+    assert innermost(plain) is plain
+    outer = start_chain(plain)
+    assert innermost(outer) is outer
+    inner = derive_scope(outer, {"x": 1})
+    assert innermost(outer) is inner
+
+
+def test_hand_down_decisions_starts_a_chain_or_shares_one() -> None:
+    scope, decisions, started = hand_down_decisions({"type": "http"})
+    assert started and scope[CHAIN_KEY] == [scope]
+    assert scope[DECISION_KEY] is decisions and scope[TIMEOUT_KEY] is decisions
+    # An observer inside: the same chain, the same dict, no copy needed.
+    again = hand_down_decisions(scope)
+    assert again == (scope, decisions, False)
+    # A chain without the dict (a timeout's own dict handed down): shared, in a copy.
+    timeout: dict[str, Any] = {}
+    bare = derive_scope(start_chain({"type": "http"}), {TIMEOUT_KEY: timeout})
+    copied, shared, started = hand_down_decisions(bare)
+    assert not started and shared is timeout and copied[DECISION_KEY] is timeout
+    assert innermost(copied) is copied

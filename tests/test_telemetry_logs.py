@@ -244,3 +244,77 @@ def test_a_port_in_use_shuts_the_log_processors_down_too() -> None:
                 logs="console",
             )
     to_collector(None, "info", {"event": "not exported"})  # no sink was installed
+
+
+def test_a_failing_sink_is_reported_at_most_once_per_period(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(method: str, fields: Any) -> None:
+        raise RuntimeError("collector gone")
+
+    set_sink(broken)
+    with caplog.at_level(logging.WARNING, logger="asgikit.hooks"):
+        for _ in range(3):
+            to_collector(None, "info", {"event": "kept"})
+    [report] = [r for r in caplog.records if r.name == "asgikit.hooks"]
+    assert "collector sink raised RuntimeError" in report.getMessage()
+
+
+def test_a_second_telemetry_keeps_its_sink_when_the_first_shuts_down() -> None:
+    first, second = InMemoryLogRecordExporter(), InMemoryLogRecordExporter()
+    one = configure(set_global=False, log_processors=[SimpleLogRecordProcessor(first)])
+    try:
+        with pytest.warns(RuntimeWarning, match=r"^logs: another collector sink is installed"):
+            two = configure(set_global=False, log_processors=[SimpleLogRecordProcessor(second)])
+        one.shutdown()  # removes nothing: the sink installed is the second's
+        to_collector(None, "info", {"event": "after"})
+        assert [data.log_record.body for data in second.get_finished_logs()] == ["after"]
+        assert first.get_finished_logs() == ()
+        two.shutdown()  # its own: removed
+        to_collector(None, "info", {"event": "gone"})
+        assert len(second.get_finished_logs()) == 1
+    finally:
+        one.shutdown()
+
+
+def test_a_record_is_sampled_only_when_its_span_is() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+    from opentelemetry.trace import TraceFlags
+
+    for sampler, sampled in ((ALWAYS_ON, True), (ALWAYS_OFF, False)):
+        tracer = TracerProvider(sampler=sampler).get_tracer("t")
+        with tracer.start_as_current_span("s") as span:
+            context = span.get_span_context()
+            ids = {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
+            record = records_of({"event": "in span", **ids})
+            other = records_of({"event": "other", **ids, "span_id": "1" * 16})
+        assert record.trace_id == context.trace_id
+        assert record.trace_flags == context.trace_flags  # the span's own
+        assert record.trace_flags.sampled is sampled
+        assert other.trace_flags == TraceFlags.DEFAULT  # not the current span: unknown
+    assert records_of({"event": "no span", **ids}).trace_flags == TraceFlags.DEFAULT
+
+
+def test_a_port_in_use_shuts_the_callers_log_processors_down_too() -> None:
+    from prometheus_client import CollectorRegistry
+
+    class Recorded(SimpleLogRecordProcessor):
+        closed = False
+
+        def shutdown(self) -> None:
+            Recorded.closed = True
+            super().shutdown()
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError, match=r"^prometheus_port: cannot listen"):
+            configure(
+                set_global=False,
+                metrics="prometheus",
+                prometheus_port=taken.getsockname()[1],
+                prometheus_registry=CollectorRegistry(),
+                log_processors=[Recorded(InMemoryLogRecordExporter())],
+            )
+    assert Recorded.closed

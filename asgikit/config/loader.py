@@ -82,6 +82,7 @@ class Loader:
         logging_arguments = self.logging(data)
         telemetry_arguments = self.telemetry(data)
         entries = self.middleware(data.get("middleware", []))
+        self.logs_unrouted(logging_arguments, telemetry_arguments)
         if source.issues or app is None or server is None or logging_arguments is None:
             return None
         app_dir = app.get("app_dir")
@@ -184,6 +185,23 @@ class Loader:
             )
             return None
         return self.check.arguments(("logging",), table, spec, "[logging]")
+
+    def logs_unrouted(
+        self, logging_arguments: Mapping[str, Any] | None, telemetry: Mapping[str, Any] | None
+    ) -> None:
+        """Warn when ``[telemetry] logs`` is set but ``[logging] configure = false``: the
+        lines reach the collector only through asgikit.logging's processor chain."""
+        if not logging_arguments or logging_arguments.get("configure", True) is not False:
+            return
+        exporter = (telemetry or {}).get("logs")
+        if exporter in (None, "none"):
+            return
+        self.source.warn(
+            ("telemetry", "logs"),
+            f"logs = {exporter!r} exports the lines asgikit.logging's processors see, and "
+            "[logging] configure = false leaves the app's own set-up: nothing is exported "
+            "unless its structlog chain includes asgikit.logging.collector.to_collector",
+        )
 
     def middleware(self, value: Any) -> list[MiddlewareEntry]:
         if not isinstance(value, list):
@@ -288,11 +306,14 @@ class Loader:
     def order(self, entries: Sequence[MiddlewareEntry]) -> None:
         names = [canonical_name(entry.resolved) for entry in entries]
         for problem in order_problems(names):
-            self.source.warn(
-                ("middleware", problem.inner),
-                f"{problem.message}; list it after {names[problem.outer]} "
-                f"(middleware[{problem.outer}]), as in the canonical order",
-            )
+            if problem.outer is None:
+                advice = "list it first"
+            else:
+                advice = (
+                    f"list it after {names[problem.outer]} (middleware[{problem.outer}]), "
+                    "as in the canonical order"
+                )
+            self.source.warn(("middleware", problem.inner), f"{problem.message}; {advice}")
 
 
 def _option_at(path: ConfigPath, arguments: Mapping[str, Any], text: str) -> ConfigPath:

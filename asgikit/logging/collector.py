@@ -5,26 +5,52 @@ events and ``logging``'s records alike), after the processors that add the conte
 before rendering. It does nothing (one check) until ``asgikit.telemetry.configure(logs=
 ...)`` installs a sink with :func:`set_sink`; then each line also goes to the sink (an
 OpenTelemetry log record, see ``asgikit.telemetry.logs``). A chain built by hand can
-include it too. A sink that fails drops the record, never the line.
+include it too. A sink that fails drops the record, never the line: the failure is
+reported on the ``asgikit.hooks`` logger at most once a minute (``asgikit.hooks.Hook``),
+so a collector copy that stopped working does not go unnoticed.
 """
 
 from __future__ import annotations
 
-import contextlib
+import threading
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-__all__ = ["Sink", "set_sink", "to_collector"]
+from asgikit.hooks import Hook
+
+__all__ = ["Sink", "installed_sink", "remove_sink", "set_sink", "to_collector"]
 
 Sink = Callable[[str, MutableMapping[str, Any]], None]
 """Takes the method name (the level) and the event dict, before it is rendered."""
 
-_sink: list[Sink] = []  # the one installed, if any: a list, read without a global
+# The one installed, if any, and its contained form: a list, read without a global.
+_sink: list[tuple[Sink, Hook[None]]] = []
+_lock = threading.Lock()  # compare-then-clear (remove_sink) from any thread
 
 
 def set_sink(sink: Sink | None) -> None:
     """Install *sink* (None: remove the one installed)."""
-    _sink[:] = [] if sink is None else [sink]
+    with _lock:
+        _sink[:] = [] if sink is None else [(sink, Hook(sink, "asgikit.logging.collector sink"))]
+
+
+def installed_sink() -> Sink | None:
+    """The sink installed, if any."""
+    held = _sink[:1]
+    return held[0][0] if held else None
+
+
+def remove_sink(sink: Sink) -> bool:
+    """Remove *sink* if it is the one installed (another is left alone).
+
+    Returns:
+        Whether it was installed.
+    """
+    with _lock:
+        if _sink and _sink[0][0] is sink:
+            _sink.clear()
+            return True
+        return False
 
 
 def to_collector(
@@ -32,7 +58,7 @@ def to_collector(
 ) -> MutableMapping[str, Any]:
     """A structlog processor: hand the line to the installed sink, if any; the line
     itself goes on unchanged."""
-    if _sink:
-        with contextlib.suppress(Exception):  # the line matters more than its copy
-            _sink[0](method_name, event_dict)
+    held = _sink[:1]  # one read: set_sink(None) from another thread cannot race it
+    if held:
+        held[0][1](method_name, event_dict)  # contained: the line matters more
     return event_dict

@@ -27,7 +27,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-from asgikit.logging.collector import set_sink
+from asgikit.logging.collector import remove_sink
 from asgikit.options import positive_seconds
 from asgikit.telemetry.deadline import run_within
 from asgikit.telemetry.exporters import (
@@ -43,7 +43,7 @@ from asgikit.telemetry.exporters import (
     span_processor,
     traces_exporters,
 )
-from asgikit.telemetry.logs import LogsExporter, StructlogSink, log_processor, logs_exporters
+from asgikit.telemetry.logs import LogsExporter, install_sink, log_processor, logs_exporters
 from asgikit.telemetry.logs import provider_for as logger_provider_for
 from asgikit.telemetry.prometheus import (
     MetricsEndpoint,
@@ -79,6 +79,7 @@ class Telemetry:
     __slots__ = (
         "_lock",
         "_shut_down",
+        "_sink",
         "export_timeout",
         "is_global",
         "logger_provider",
@@ -106,6 +107,7 @@ class Telemetry:
         export_timeout: float = 10.0,
         logger_provider: Any = None,
         logs: tuple[str, ...] = (),
+        sink: Any = None,
     ) -> None:
         self.tracer_provider = tracer_provider
         """The SDK ``TracerProvider``: pass it to ``TracingMiddleware`` when not global."""
@@ -131,6 +133,7 @@ class Telemetry:
         """Seconds ``force_flush()`` and ``shutdown()`` wait at most, in total."""
         self._lock = threading.Lock()
         self._shut_down = False
+        self._sink = sink  # the collector sink this one installed, if any
 
     @property
     def shut_down(self) -> bool:
@@ -184,7 +187,9 @@ class Telemetry:
                     "metrics": lambda: self.meter_provider.shutdown(timeout_millis=millis),
                 }
                 if self.logger_provider is not None:
-                    set_sink(None)  # the lines go on, without their copy
+                    # The lines go on, without their copy; a sink another Telemetry
+                    # installed since is its own, left in place.
+                    remove_sink(self._sink)
                     work["logs"] = self.logger_provider.shutdown
                 outcome = run_within("shutdown", self.export_timeout, work)
                 outcome.raise_first()
@@ -260,7 +265,9 @@ def configure(
             ``"none"``. Every structlog line (the access line and the app's own, and
             ``logging`` records routed through ``asgikit.logging``) becomes an
             OpenTelemetry log record carrying its span's trace and span ids. Else
-            ``OTEL_LOGS_EXPORTER``; unset means none (off by default).
+            ``OTEL_LOGS_EXPORTER``; unset means none (off by default). One
+            ``Telemetry`` at a time gets the lines: a later one with logs takes them over
+            (a ``RuntimeWarning``), and the earlier one's ``shutdown()`` leaves it so.
         protocol: How ``"otlp"`` exports: ``"http/protobuf"`` (the ``otlp`` extra) or
             ``"grpc"`` (the ``otlp-grpc`` extra), for spans and metrics. Else
             ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``..._METRICS_PROTOCOL``, else
@@ -363,17 +370,17 @@ def configure(
         except OSError as exc:
             tracer_provider.shutdown()
             meter_provider.shutdown()
-            _shutdown_built([], [], built_logs)
+            _shutdown_built([], [], [*extra_log_processors, *built_logs])
             raise OSError(
                 f"prometheus_port: cannot listen on {host}:{port}: {exc.strerror or exc}"
             ) from exc
     if set_global:
         trace_api.set_tracer_provider(tracer_provider)
         metrics_api.set_meter_provider(meter_provider)
-    logger_provider = None
+    logger_provider = sink = None
     if extra_log_processors or built_logs:
         logger_provider = logger_provider_for(resource, [*extra_log_processors, *built_logs])
-        set_sink(StructlogSink(logger_provider))
+        sink = install_sink(logger_provider)
     return Telemetry(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -386,6 +393,7 @@ def configure(
         export_timeout=timeout,
         logger_provider=logger_provider,
         logs=log_exporters,
+        sink=sink,
     )
 
 

@@ -13,6 +13,7 @@ shows the request's logs beside its spans.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Final, Literal, get_args
 
@@ -25,8 +26,15 @@ from opentelemetry.sdk._logs.export import (
     SimpleLogRecordProcessor,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    TraceFlags,
+    get_current_span,
+    set_span_in_context,
+)
 
+from asgikit.logging.collector import installed_sink, set_sink
 from asgikit.telemetry.exporters import (
     OtlpProtocol,
     exporters_for,
@@ -35,7 +43,14 @@ from asgikit.telemetry.exporters import (
     otlp_timeout,
 )
 
-__all__ = ["LOGS_CHOICES", "LogsExporter", "StructlogSink", "log_processor", "logs_exporters"]
+__all__ = [
+    "LOGS_CHOICES",
+    "LogsExporter",
+    "StructlogSink",
+    "install_sink",
+    "log_processor",
+    "logs_exporters",
+]
 
 LogsExporter = Literal["console", "otlp", "none"]
 LOGS_CHOICES: Final = frozenset(get_args(LogsExporter))
@@ -106,14 +121,22 @@ def _context(fields: Mapping[str, Any]) -> Context | None:
     if not (isinstance(trace_id, str) and isinstance(span_id, str)):
         return None
     try:
-        span_context = SpanContext(
-            int(trace_id, 16), int(span_id, 16), is_remote=False, trace_flags=TraceFlags(1)
-        )
+        trace, span = int(trace_id, 16), int(span_id, 16)
     except ValueError:
         return None
+    span_context = SpanContext(trace, span, is_remote=False, trace_flags=_flags_of(trace, span))
     if not span_context.is_valid:
         return None
     return set_span_in_context(NonRecordingSpan(span_context))
+
+
+def _flags_of(trace_id: int, span_id: int) -> TraceFlags:
+    """The current span's flags (sampled or not) when it is the line's span, else none
+    set: a line's ids alone do not say whether its trace was sampled."""
+    current = get_current_span().get_span_context()
+    if current.trace_id == trace_id and current.span_id == span_id:
+        return current.trace_flags
+    return TraceFlags(TraceFlags.DEFAULT)
 
 
 def _exception(value: object) -> BaseException | None:
@@ -157,6 +180,26 @@ class StructlogSink:
             attributes=attributes,
             exception=_exception(fields.get("exc_info")),
         )
+
+
+def install_sink(provider: LoggerProvider) -> StructlogSink:
+    """Send every line to *provider* from now on: a :class:`StructlogSink` installed in
+    ``asgikit.logging.collector`` (one per process), which it returns.
+
+    A sink already installed (another live ``Telemetry``'s) is replaced, with a
+    ``RuntimeWarning``: its provider receives no more lines.
+    """
+    if installed_sink() is not None:
+        warnings.warn(
+            "logs: another collector sink is installed (a Telemetry configured with logs "
+            "and not shut down): log lines go to this one's processors from now on, no "
+            "longer to the earlier one's",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    sink = StructlogSink(provider)
+    set_sink(sink)
+    return sink
 
 
 def _record_logger(fields: Mapping[str, Any]) -> str | None:

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanContext
 
 from asgikit.answers import DECISION_FIELD, DETAILS
 from asgikit.fields import LineBuilder
-from asgikit.hooks import Hook, hook_option
+from asgikit.hooks import contained_fields
 from asgikit.logging import (
     HTTP_EVENT,
     WEBSOCKET_EVENT,
@@ -33,11 +33,18 @@ from asgikit.observe import (
 from asgikit.options import bounded_int, number, positive_seconds, string_list
 from asgikit.paths import PathMatcher
 from asgikit.redact import ALWAYS_REDACTED_HEADERS, DEFAULT_REDACTED_QUERY_PARAMS, header_names
-from asgikit.scopes import CHAIN_KEY, PEER_KEY, REQUEST_ID_KEY, TIMEOUT_KEY, end_chain
+from asgikit.scopes import (
+    PEER_KEY,
+    REQUEST_ID_KEY,
+    TIMEOUT_KEY,
+    end_chain,
+    hand_down_decisions,
+    innermost,
+)
 from asgikit.types import ASGIApp, Receive, Scope, Send
 
 from .levels import level_number, status_level_table
-from .outcome import fields_from, handed_down, http_outcome, reset_tokens
+from .outcome import http_outcome, reset_tokens
 
 __all__ = [
     "ALWAYS_REDACTED_HEADERS",
@@ -191,9 +198,8 @@ class AccessLogMiddleware:
         self._trace_var = structlog_contextvar(Field.TRACE_ID)
         self._span_var = structlog_contextvar(Field.SPAN_ID)
         self._websockets = bool(websockets)
-        extra = hook_option(extra_fields, "extra_fields")
-        self._extra_fields = (
-            None if extra is None else Hook(fields_from(extra), "AccessLogMiddleware.extra_fields")
+        self._extra_fields = contained_fields(
+            extra_fields, "extra_fields", "AccessLogMiddleware", reserved=("event",)
         )
 
     def _bind_context(self, scope: Scope, span_context: SpanContext | None) -> _Tokens | None:
@@ -218,8 +224,7 @@ class AccessLogMiddleware:
         if self._excluded is not None and self._excluded(scope["path"]):
             return await self.app(scope, receive, send)
         start = _now()
-        started = CHAIN_KEY not in scope
-        scope, timeout = handed_down(scope, started)
+        scope, timeout, started = hand_down_decisions(scope)
         span_context = None
         if self._trace_ids and current_otel_context():  # empty: no span, and no call
             span_context = current_span_context()
@@ -345,9 +350,8 @@ class AccessLogMiddleware:
 
     def _add_extra(self, fields: dict[str, Any], scope: Scope, exchange: object) -> None:
         """Add what ``extra_fields`` returns to *fields*, where the line has no such field."""
-        chain = scope.get(CHAIN_KEY)
         hook = self._extra_fields
-        extra = None if hook is None else hook(chain[-1] if chain else scope, exchange)
+        extra = None if hook is None else hook(innermost(scope), exchange)
         if extra:
             for key, value in extra.items():
                 fields.setdefault(key, value)

@@ -10,12 +10,12 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import Span
 
 from asgikit import __version__
-from asgikit.hooks import Hook, hook_option
+from asgikit.hooks import contained, contained_fields
 from asgikit.observe import Exchange, route_of
 from asgikit.options import flag, string_list
 from asgikit.paths import PathMatcher
 from asgikit.redact import DEFAULT_REDACTED_QUERY_PARAMS
-from asgikit.scopes import CHAIN_KEY, DECISION_KEY, end_chain, start_chain
+from asgikit.scopes import end_chain, hand_down_decisions, innermost
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 from .attributes import (
@@ -39,6 +39,8 @@ from .recorder import HttpRecorder
 from .spans import RequestSpans, TraceHeaders
 from .streams import STREAM_DURATION, STREAM_TIME_TO_FIRST_BYTE, STREAM_TYPE, STREAM_TYPES
 from .websocket import WebSocketTracing
+
+_OWNER = "TracingMiddleware"
 
 __all__ = [
     "CANCELLED",
@@ -92,9 +94,13 @@ class TracingMiddleware:
             ``asgikit.hooks``, at most once a minute) and changes nothing else.
         response_hook: ``response_hook(span, message)``, called once with the
             ``http.response.start`` message (the app's, or the answer an asgikit layer
-            inside made: 429, 504...) when the span records. Contained the same way.
+            inside made: 429, 504...) when the span records; for a websocket, with the
+            handshake's answer: ``websocket.accept``, ``websocket.http.response.start``
+            (a denial, such as CORS's 403 or a shed 503) or a ``websocket.close``
+            before accepting. Contained the same way.
         metric_attributes: ``metric_attributes(scope)`` returns more attributes for the
-            duration (and size, stream) histograms of the request: called once, at its
+            duration (and size, stream) histograms of the request (and the stream
+            histograms of a websocket connection): called once, at its
             end, with the innermost scope (what the framework and the middleware inside
             added). Keep the values bounded; they never replace the conventions' own.
             Contained the same way.
@@ -201,16 +207,18 @@ class TracingMiddleware:
             streams=flag(streams, "streams"),
             streams_in_duration=flag(streams_in_duration, "streams_in_duration"),
         )
-        self._request_hook = _contained(request_hook, "request_hook")
-        self._response_hook = _contained(response_hook, "response_hook")
-        measured = hook_option(metric_attributes, "metric_attributes")
-        self._metric_attributes = (
-            None
-            if measured is None
-            else Hook(_mapping_from(measured), "TracingMiddleware.metric_attributes")
-        )
+        self._request_hook = contained(request_hook, "request_hook", _OWNER)
+        self._response_hook = contained(response_hook, "response_hook", _OWNER)
+        self._metric_attributes = contained_fields(metric_attributes, "metric_attributes", _OWNER)
         self._websocket = (
-            WebSocketTracing(app, self._spans, self._request_hook, self._recorder.streams)
+            WebSocketTracing(
+                app,
+                self._spans,
+                self._request_hook,
+                self._recorder.streams,
+                response_hook=self._response_hook,
+                metric_attributes=self._metric_attributes,
+            )
             if flag(websockets, "websockets")
             else None
         )
@@ -229,8 +237,7 @@ class TracingMiddleware:
         span, parent = self._spans.start(scope, name, method, scheme, start)
         if self._request_hook is not None and span.is_recording():
             self._request_hook(span, scope)
-        started = CHAIN_KEY not in scope
-        scope, decisions = _chained(scope)
+        scope, decisions, started = hand_down_decisions(scope)
         on_message = self._spans.message_events(span, skip="http.disconnect")
         ex = Exchange(
             send,
@@ -250,7 +257,7 @@ class TracingMiddleware:
         finally:
             self._spans.deactivate(active)
             hook = self._metric_attributes
-            extra = None if hook is None else hook(_innermost(scope))
+            extra = None if hook is None else hook(innermost(scope))
             self._recorder.end(span, ex, route_of(scope), method, scheme, start, decisions, extra)
             if started:
                 end_chain(scope)
@@ -279,42 +286,3 @@ class TracingMiddleware:
             await self._websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
-
-
-def _innermost(scope: Scope) -> Scope:
-    """The innermost copy of *scope* in its chain: what the layers inside added."""
-    chain = scope.get(CHAIN_KEY)
-    return chain[-1] if chain else scope
-
-
-def _chained(scope: Scope) -> tuple[Scope, dict[str, Any]]:
-    """A copy of *scope* in a scope chain (started here unless one exists), and the dict
-    a layer inside that answers itself fills in (``asgikit.answers.decide``).
-
-    The chain records the copies made inside: the route the framework writes into its
-    own scope is read from there after the app returns. The access log outside may have
-    handed its decisions dict down already: it is shared, not replaced.
-    """
-    decisions = scope.get(DECISION_KEY)
-    if isinstance(decisions, dict):
-        return start_chain(scope), decisions
-    decisions = {}
-    return start_chain(scope, {DECISION_KEY: decisions}), decisions
-
-
-def _contained(function: object, option: str) -> Hook[object] | None:
-    """*function* (checked) behind a ``Hook``, or None."""
-    checked = hook_option(function, option)
-    return None if checked is None else Hook(checked, f"TracingMiddleware.{option}")
-
-
-def _mapping_from(function: Callable[[Scope], Any]) -> Callable[[Scope], Mapping[str, Any]]:
-    """*function*, raising (to be contained) when it returns something else than a mapping."""
-
-    def attributes(scope: Scope) -> Mapping[str, Any]:
-        result = function(scope)
-        if not isinstance(result, Mapping):
-            raise TypeError(f"metric_attributes returned {type(result).__name__}, not a mapping")
-        return result
-
-    return attributes

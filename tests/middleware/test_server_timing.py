@@ -5,11 +5,13 @@ origin."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+from asgikit.config import ConfigError, load_config
 from asgikit.contract import enforce
 from asgikit.middleware.server_timing import ServerTimingMiddleware, timed
 from asgikit.pipeline import Layer, Pipeline
@@ -166,13 +168,37 @@ async def test_a_timer_without_the_middleware_outside_does_nothing() -> None:
 
 
 def test_figures_of_a_start_that_never_came_back() -> None:
-    # The layer under the first timer failed before answering: it gets all the time.
-    marks: dict[int, list[float | None]] = {0: [1.0, None]}
-    assert figures(["outer", "inner"], marks, 0.5) == [
-        ("outer", 0.5),
-        ("inner", 0.0),
+    # The inner layer failed (or answered) before calling the app: the time below the
+    # first timer, until the answer, is the inner layer's.
+    marks: dict[int, list[float | None]] = {0: [0.1, None]}
+    assert figures(["outer", "inner"], marks, 0.0, 0.5) == [
+        ("outer", pytest.approx(0.1)),
+        ("inner", pytest.approx(0.4)),
         ("total", 0.5),
     ]
+    # Both were entered, the app was running when the outer layer answered: its time.
+    marks = {0: [0.1, None], 1: [0.15, None]}
+    assert figures(["outer", "inner"], marks, 0.0, 0.5) == [
+        ("outer", pytest.approx(0.1)),
+        ("inner", pytest.approx(0.05)),
+        ("app", pytest.approx(0.35)),
+        ("total", 0.5),
+    ]
+
+
+async def test_the_app_keeps_its_time_when_a_deadline_answers() -> None:
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        await anyio.sleep(0.3)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"late"})
+
+    pipeline = Pipeline(["server_timing", ("timeout", {"first_byte": 0.1}), "compression"])
+    response = await request(enforce(pipeline.wrap(enforce(slow))), "GET", "/")
+    assert response.status == 504
+    timing = server_timing(response)
+    assert timing is not None and list(timing) == ["timeout", "compression", "app", "total"]
+    assert timing["app"] >= 90  # the app ran until the deadline: its time, not timeout's
+    assert timing["timeout"] < timing["app"] and timing["compression"] < timing["app"]
 
 
 def test_layer_names_are_unique_tokens() -> None:
@@ -185,10 +211,52 @@ def test_layer_names_are_unique_tokens() -> None:
     assert layer_names(layers) == ["sleepy", "app-2", "cors", "servertiming"]
 
 
-@pytest.mark.parametrize(
-    ("options", "error"),
-    [({"decimals": 7}, ValueError), ({"layers": ["a b"]}, ValueError), ({"layers": 3}, TypeError)],
-)
+@pytest.mark.parametrize(("options", "error"), [({"decimals": 7}, ValueError)])
 def test_bad_options(options: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error, match=f"^{next(iter(options))}"):
         ServerTimingMiddleware(app_with(), **options)
+
+
+def test_layers_is_no_option() -> None:
+    # timed() names the layers itself: a config file's `layers` is refused, not a crash.
+    pipeline = Pipeline([("server_timing", {"layers": ["a"]}), "request_id"])
+    with pytest.raises(TypeError, match=r"unexpected keyword argument .layers."):
+        pipeline.wrap(app_with())
+
+
+def test_layers_in_a_config_file_is_refused_at_load(tmp_path: Path) -> None:
+    path = tmp_path / "asgikit.toml"
+    path.write_text(
+        'app = "x:y"\n[[middleware]]\nuse = "server_timing"\nlayers = ["a"]\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert any("layers" in issue.message for issue in caught.value.issues)
+
+
+def test_layer_names_of_factories_are_tokens() -> None:
+    assert layer_names([Layer(lambda app: app), Layer(Sleepy, name="<>")]) == ["lambda", "layer"]
+
+
+PROXIED = {"host": "shop.example", "origin": ORIGIN, "x-forwarded-proto": "https"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "shown"),
+    [
+        (PROXIED, True),  # same origin once proxy_headers set the scheme
+        ({**PROXIED, "origin": "https://evil.example"}, False),
+        ({**PROXIED, "x-forwarded-proto": "http"}, False),
+        ({**PROXIED, "origin": "https://evil.example", "sec-fetch-site": "same-origin"}, True),
+        ({**PROXIED, "sec-fetch-site": "none"}, True),
+        ({**PROXIED, "sec-fetch-site": "cross-site"}, False),
+    ],
+)
+async def test_the_origin_is_compared_after_proxy_headers(
+    headers: dict[str, str], shown: bool
+) -> None:
+    pipeline = Pipeline(["server_timing", "proxy_headers", "request_id"])
+    app = enforce(pipeline.wrap(enforce(app_with())))
+    response = await request(app, "GET", "/", headers=headers)  # plain http to the proxy
+    assert (server_timing(response) is not None) is shown

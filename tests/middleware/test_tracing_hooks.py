@@ -24,6 +24,7 @@ from asgikit.middleware import (
     RateLimitMiddleware,
     TimeoutMiddleware,
 )
+from asgikit.middleware.tracing import STREAM_DURATION, STREAM_TIME_TO_FIRST_BYTE
 from asgikit.scopes import derive_scope
 from asgikit.testing import request, websocket
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
@@ -226,3 +227,60 @@ async def test_a_shed_request_goes_through_the_hooks(telemetry: Telemetry) -> No
         release.set()
     assert sorted(statuses) == [200, 503]
     assert sorted(seen) == [200, 503]
+
+
+async def test_metric_attributes_reach_the_websocket_stream_points(telemetry: Telemetry) -> None:
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        scope = derive_scope(scope, {"tenant": "acme"})  # a layer inside: its own copy
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+
+    def tenant(scope: Scope) -> Mapping[str, Any]:
+        return {"tenant": scope.get("tenant", "none"), "http.request.method": "FORGED"}
+
+    await websocket(telemetry.wrap(inner, metric_attributes=tenant), "/ws")
+    for name in (STREAM_DURATION, STREAM_TIME_TO_FIRST_BYTE):
+        [point] = telemetry.points(name)
+        assert point.attributes["tenant"] == "acme"
+        assert point.attributes["http.request.method"] == "GET"  # ours win
+
+
+async def answer_ws(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+    if scope["path"] == "/refuse":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": 1000})
+
+
+@pytest.mark.parametrize(
+    ("path", "answered"), [("/ws", "websocket.accept"), ("/refuse", "websocket.close")]
+)
+async def test_response_hook_sees_a_websocket_handshake_answer(
+    telemetry: Telemetry, path: str, answered: str
+) -> None:
+    seen: list[str] = []
+    app = telemetry.wrap(answer_ws, response_hook=lambda span, m: seen.append(m["type"]))
+    await websocket(app, path)
+    assert seen == [answered]  # once: the close after an accept is no answer
+    session = await websocket(telemetry.wrap(answer_ws, response_hook=broken), path)
+    assert session.close_code == (1000 if path == "/ws" else 1008)  # contained
+
+
+DENIALS = {"websocket.http.response": {}}
+
+
+async def test_asgikit_websocket_refusals_go_through_response_hook(telemetry: Telemetry) -> None:
+    seen: list[Any] = []
+    cors = CORSMiddleware(
+        enforce(answer_ws), allow_origins=["https://ok.example"], check_websocket_origin=True
+    )
+    app = telemetry.wrap(cors, response_hook=lambda span, m: seen.append((m["type"], m["status"])))
+    session = await websocket(
+        app, "/ws", headers={"origin": "https://evil.example"}, extensions=DENIALS
+    )
+    denial = session.denial
+    assert denial is not None and denial.status == 403
+    assert seen == [("websocket.http.response.start", 403)]
