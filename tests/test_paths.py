@@ -152,3 +152,30 @@ def test_the_most_specific_rule_wins_and_ties_keep_their_order() -> None:
     assert table.match("/a", "POST") == "post"
     assert table.match("/a", "PATCH") == "prefix"
     assert table.match("/b", "GET") == "default"
+
+
+def test_a_final_newline_does_not_get_a_path_past_its_rule() -> None:
+    # Starlette routes "/login\n" (sent as /login%0A) to "/login": so must every matcher.
+    from asgikit.paths import PathMatcher, PathTable, RuleTable, selector
+
+    assert PathMatcher(["/login"])("/login\n") and PathMatcher(["/api"])("/api/x\n")
+    assert not PathMatcher(["/login"])("/login\nx") and not PathMatcher(["/login"])("/logi\n")
+    assert PathTable([("/login", "strict")], "loose").match("/login\n") == "strict"
+    table = RuleTable([(selector({"route": "/users/{id:int}/login"}, "r"), "strict")], "loose")
+    assert table.match("/users/7/login\n", "POST") == "strict"
+    assert table.match("/users/7/login\n\n", "POST") == "loose"  # "$" allows one only
+
+
+def test_a_literal_route_beats_a_template_whatever_its_placeholder_is_called() -> None:
+    from asgikit.paths import RuleTable, selector
+
+    for name in ("n", "a_very_long_placeholder_name"):
+        table = RuleTable(
+            [
+                (selector({"route": "/upload/{" + name + "}"}, "r"), "template"),
+                (selector({"route": "/upload/large"}, "r"), "literal"),
+            ],
+            "default",
+        )
+        assert table.match("/upload/large", "POST") == "literal"
+        assert table.match("/upload/small", "POST") == "template"

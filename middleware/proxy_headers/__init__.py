@@ -225,6 +225,11 @@ class ProxyHeadersMiddleware:
         client = addresses.pop() if len(addresses) == 1 else None
         if client is None:  # malformed, repeated, or the two fields disagree
             return result
+        walked = result[0]
+        if walked is not None and walked != client and not self._peer_trusted(walked[0]):
+            # The chain reached a client the proxies do not trust: the field came from
+            # beyond it (someone who reached a trusted proxy directly), not from the edge.
+            return result
         return client, result[1], result[2], result[3]
 
     def _from_chains(self, fields: dict[int, list[bytes]]) -> _Result:

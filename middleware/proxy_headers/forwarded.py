@@ -343,8 +343,8 @@ def parse_prefix(value: bytes) -> tuple[str, bytes] | None:
     segments = decoded.split("/")[1:]
     if any(s in ("", ".", "..") for s in segments) or len(segments) != raw.count(b"/"):
         return None  # an escaped "/" decodes to more segments than were sent
-    if not decoded.isprintable():
-        return None
+    if not decoded.isprintable() or any(c in decoded for c in "\\?#"):
+        return None  # an escaped backslash, query or fragment: "/%5C%5Cevil.example"
     return decoded, raw
 
 

@@ -93,6 +93,9 @@ async def test_an_untrusted_peer_cannot_set_a_prefix() -> None:
         "/a%00b",
         "/a%0d%0aSet-Cookie:x",
         "/%ff",  # not UTF-8
+        "/%5C%5Cevil.example",  # "/\\evil.example": browsers read "//evil.example"
+        "/a%3Fx=1",
+        "/a%23x",
         "/" + "a" * 600,
         "/",
         "",
@@ -137,9 +140,9 @@ async def test_a_single_address_header_names_the_client(family: str) -> None:
     assert scope[PEER_SCOPE_KEY] == PROXY
 
 
-async def test_a_single_address_header_wins_over_the_chain_and_keeps_its_scheme() -> None:
+async def test_a_single_address_header_wins_over_a_trusted_chain_and_keeps_its_scheme() -> None:
     fields = [
-        ("x-forwarded-for", "198.51.100.1"),
+        ("x-forwarded-for", "127.0.0.1"),
         ("x-forwarded-proto", "https"),
         ("x-real-ip", "[2001:db8::7]:4711"),
     ]
@@ -206,3 +209,18 @@ async def test_a_scope_without_raw_path_gets_none_made_up() -> None:
     del scope["raw_path"]
     await request(enforce(ProxyHeadersMiddleware(enforce(app), headers=PREFIXED)), scope=scope)
     assert seen[0]["path"] == "/api/items" and "raw_path" not in seen[0]
+
+
+async def test_a_single_address_header_from_beyond_an_untrusted_hop_is_ignored() -> None:
+    # nginx (trusted) appended the address that connected to it, an untrusted one, and
+    # passed on a CF-Connecting-IP that this client forged.
+    fields = [("x-forwarded-for", "198.51.100.23"), ("cf-connecting-ip", "1.2.3.4")]
+    scope = await scope_seen(fields, headers=["x-forwarded", "cf-connecting-ip"])
+    assert scope["client"] == ("198.51.100.23", 0)
+
+
+async def test_a_single_address_header_behind_trusted_hops_only_is_used() -> None:
+    # Every hop of the chain is one of ours (a load balancer): the edge's field counts.
+    fields = [("x-forwarded-for", "127.0.0.1"), ("cf-connecting-ip", "203.0.113.9")]
+    scope = await scope_seen(fields, headers=["x-forwarded", "cf-connecting-ip"])
+    assert scope["client"] == ("203.0.113.9", 0)
