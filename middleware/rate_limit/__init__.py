@@ -16,9 +16,12 @@ Rules that are more than one cell per request at a fixed rate take the weighed p
 (``dynamic.plan``): a rule's rate may come from a function of the request (the caller's
 plan, cached per key), a request may cost several cells, a rule may take charges the
 app reports after the response (``scope["asgikit.rate_limit.usage"]``) or count only
-responses of some statuses (checked before the app, debited when the status is known:
-``accounting``). Every decision is counted per rule and outcome (``metrics``). A
-websocket connection may be held to a message rate (``websocket``).
+responses of some statuses (taken before the app, given back when the status does not
+count: ``accounting``). Charges after the decision are shielded from cancellation,
+within the store's budget. A request that could never fit (its cost is above a
+rule's burst) gets its 429 without ``Retry-After``. Every decision is counted per rule
+and outcome (``metrics``). A websocket connection may be held to a message rate
+(``websocket``).
 
 The store is the only I/O. When it fails (``StoreError``: Redis down, or slower than the
 ``timeout`` budget) the request is let through or answered 503, by ``on_backend_error``;
@@ -34,6 +37,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
+import anyio
 import structlog
 
 from asgikit.answers import answer, decide
@@ -121,6 +125,7 @@ class RateLimitMiddleware:
     """
 
     __slots__ = (
+        "_charge_budget",
         "_deny_on_error",
         "_excluded",
         "_headers",
@@ -205,6 +210,8 @@ class RateLimitMiddleware:
         self._headers = headers and not report_only
         self._report_only = report_only
         self._log_interval = float(log_interval)
+        # A charge after the decision may wait for a connection, then for the command.
+        self._charge_budget = float(timeout) + float(connect_timeout)
         self._logger = structlog.get_logger("asgikit.rate_limit")
         self._opened = False
         self._last_logged: dict[str, float] = {}
@@ -274,7 +281,8 @@ class RateLimitMiddleware:
             return await self.app(scope, receive, send)
         for decision in decisions:
             if not decision.allowed:
-                return await self._denied(scope, receive, send, applied, decisions)
+                hopeless = _never_fits(checks, decisions)
+                return await self._denied(scope, receive, send, applied, decisions, hopeless)
         self._metrics.record(applied, "allowed")
         if self._headers and scope["type"] == "http":
             send = with_headers(send, applied, decisions)
@@ -286,11 +294,18 @@ class RateLimitMiddleware:
         return await self.store.acquire(checks)
 
     async def _charge(self, checks: list[Check]) -> None:
-        """Charges after the decision: a failing store is logged, the response goes on."""
-        try:
-            await self._acquire(checks)
-        except StoreError as exc:
-            self._backend_failed(exc)
+        """Charges after the decision: a failing store is logged, the response goes on.
+
+        Shielded: a request cancelled now (the client left) still pays what it used,
+        within the store's budget.
+        """
+        with anyio.move_on_after(self._charge_budget, shield=True) as budget:
+            try:
+                await self._acquire(checks)
+            except StoreError as exc:
+                self._backend_failed(exc)
+        if budget.cancelled_caught:
+            self._backend_failed(StoreError("a charge exceeded the store's budget"))
 
     async def _failed(
         self,
@@ -323,8 +338,12 @@ class RateLimitMiddleware:
         send: Send,
         rules: Sequence[Rule],
         decisions: Sequence[Decision],
+        hopeless: bool = False,
     ) -> None:
-        """A rule said no: a 429 (or, in report-only mode, a log line and the app)."""
+        """A rule said no: a 429 (or, in report-only mode, a log line and the app).
+
+        *hopeless*: the request can never fit; its 429 has no ``Retry-After``.
+        """
         denying = [rule for rule, d in zip(rules, decisions, strict=True) if not d.allowed]
         if self._report_only:
             self._metrics.record(denying, "would_limit")
@@ -332,7 +351,7 @@ class RateLimitMiddleware:
             return await self.app(scope, receive, send)
         self._metrics.record(denying, "limited")
         self.rejections += 1
-        fields, body = rejection(scope, rules, decisions, self._headers)
+        fields, body = rejection(scope, rules, decisions, self._headers, hopeless)
         denied = denying[0]
         decide(scope, "rate_limited", **{"rate_limit.rule": denied.name})
         return await answer(scope, receive, send, 429, fields, body, close_code=_WS_CLOSE_TRY_AGAIN)
@@ -404,6 +423,14 @@ class RateLimitMiddleware:
             path=scope["path"],
             method=scope.get("method", "GET"),
         )
+
+
+def _never_fits(checks: Sequence[Check], decisions: Sequence[Decision]) -> bool:
+    """Whether a denied check needs more cells than its bucket holds: no wait helps."""
+    for check, decision in zip(checks, decisions, strict=True):
+        if not decision.allowed and len(check) == 4 and check[2] > check[1].burst:
+            return True
+    return False
 
 
 def _message_quota(rate: str | None, burst: int | None) -> Quota | None:

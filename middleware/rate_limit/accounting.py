@@ -1,11 +1,14 @@
 """Charges after the decision: statuses known only from the response, usage the app reports.
 
-A rule with ``count_status`` checked before the app that one more request would fit,
-taking nothing; ``status_debit`` takes its cells when the response starts with a
-status it counts (before the start goes on, so that the client cannot send its next
-attempt before this one counted). A rule with ``usage`` gets ``Usage.used`` once the
-app returns. Both are charges (``need = CHARGE``): they never fail the response and may
-take a bucket into debt.
+A rule with ``count_status`` takes its cells before the app, like any rule, so that
+attempts running at the same time are bounded together; ``_Refunds`` gives them back
+once the response starts with a status the rule does not count (before the start goes
+on, so that the client's next attempt sees the cells back). Only a start decides: an
+early hint (103) does not. An app that ends without starting a response (it raised, or
+returned) is counted as the 500 the server then answers; a request cancelled before its
+response started keeps its cells (its outcome is unknown). A rule with ``usage`` gets
+``Usage.used`` once the app returns. Both are charges (``need = CHARGE``): they never
+fail the response and may take a bucket into debt.
 """
 
 from __future__ import annotations
@@ -24,39 +27,56 @@ __all__ = ["run_counted"]
 
 Charge = Callable[[list[Check]], Awaitable[None]]
 
+_STARTS: Final = frozenset({"http.response.start", "websocket.http.response.start"})
 _WEBSOCKET_STATUS: Final = {"websocket.accept": 101, "websocket.close": 403}
 """The status a websocket handshake ends with: accepted, or closed before that."""
+_UNANSWERED: Final = 500
+"""What the server answers when the app ends without starting a response."""
 
 
 def _status(message: Message) -> int:
-    """The status a response start says, 0 for any other message."""
+    """The status a response start says, 0 for any other message (an early hint)."""
     kind = message["type"]
-    if kind == "http.response.start" or kind == "websocket.http.response.start":
+    if kind in _STARTS:
         status: int = message["status"]
         return status
     return _WEBSOCKET_STATUS.get(kind, 0)
 
 
-def status_debit(send: Send, counted: Sequence[tuple[Rule, Check]], charge: Charge) -> Send:
-    """*send*, charging each rule of *counted* whose statuses include the response's."""
-    started = False
+class _Refunds:
+    """Gives back the cells of the counted rules whose statuses exclude the response's."""
 
-    async def debiting_send(message: Message) -> None:
-        nonlocal started
-        if not started:  # the first message an app sends starts its response
-            started = True
+    __slots__ = ("_charge", "_counted", "_send", "decided")
+
+    def __init__(self, send: Send, counted: Sequence[tuple[Rule, Check]], charge: Charge) -> None:
+        self._send = send
+        self._counted = counted
+        self._charge = charge
+        self.decided = False
+
+    async def send(self, message: Message) -> None:
+        if not self.decided:
             status = _status(message)
-            due: list[Check] = []
-            for rule, check in counted:
-                assert rule.count_status is not None
-                if status in rule.count_status:
-                    key, quota, need, _ = weigh(check)
-                    due.append((key, quota, CHARGE, need))
-            if due:
-                await charge(due)
-        await send(message)
+            if status:  # only a response start decides
+                await self.decide(status)
+        await self._send(message)
 
-    return debiting_send
+    async def settle(self) -> None:
+        """The app ended: without a response start, the server answers 500."""
+        if not self.decided:
+            await self.decide(_UNANSWERED)
+
+    async def decide(self, status: int) -> None:
+        """The response's status is *status*: refund the rules that do not count it."""
+        self.decided = True
+        due: list[Check] = []
+        for rule, check in self._counted:
+            assert rule.count_status is not None
+            key, quota, need, _ = weigh(check)
+            if need and status not in rule.count_status:
+                due.append((key, quota, CHARGE, -need))
+        if due:
+            await self._charge(due)
 
 
 async def run_counted(
@@ -68,20 +88,27 @@ async def run_counted(
     checks: Sequence[Check],
     charge: Charge,
 ) -> None:
-    """Call *app*, then charge what the response's status and the app's usage say."""
+    """Call *app*; refund what the response's status does not count, charge its usage."""
     counted = [(r, c) for r, c in zip(applied, checks, strict=True) if r.count_status is not None]
-    if counted:
-        send = status_debit(send, counted, charge)
+    refunds = _Refunds(send, counted, charge) if counted else None
+    if refunds is not None:
+        send = refunds.send
     metered = [(r, c) for r, c in zip(applied, checks, strict=True) if r.usage]
-    if not metered:
-        return await app(scope, receive, send)
-    usage = Usage()
+    usage = Usage() if metered else None
+    inner = derive_scope(scope, {USAGE_KEY: usage}) if metered else scope
     try:
-        await app(derive_scope(scope, {USAGE_KEY: usage}), receive, send)
+        await app(inner, receive, send)
+    except Exception:
+        if refunds is not None:
+            await refunds.settle()
+        raise
+    else:
+        if refunds is not None:
+            await refunds.settle()
     finally:
-        # Also when the app raised: what it used is used. (Cancelled, the charge is
-        # cancelled with it.)
-        if usage.used:
+        # Also when the app raised: what it used is used. The middleware's charge is
+        # shielded from a cancellation, within the store's budget.
+        if usage is not None and usage.used:
             await _charge_usage(metered, usage.used, charge)
 
 

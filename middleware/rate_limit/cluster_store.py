@@ -10,10 +10,14 @@ The rules of one request that key the same thing (say, all by client address) la
 one slot and take ONE round trip, all-or-nothing, as on a single Redis. Rules keyed by
 different things (``client`` and ``header:x-api-key``, or ``route``) land in different
 slots: the checks are then grouped per slot and each group is one script call, in order.
-When a later group denies, the groups already consumed are given back (one refund call
-each): a request is never let through over a limit, but for the moment between the
+When a later group denies or fails, the groups already consumed are given back (one
+refund call each): a request is never let through over a limit, but for the moment between the
 two calls another request may see the cells it held and be refused. Round trips per
 request: one per slot, plus one per refund on a rejection.
+
+Unlike ``RedisStore``, a failure starts no cool-down: a dead master fails only the calls
+for its slots (each within the budgets) until its replica is promoted; the live
+masters' slots keep working.
 """
 
 from __future__ import annotations
@@ -79,9 +83,14 @@ class ClusterStore(RedisStore):
     more nodes (the others are discovered).
     """
 
-    # The cluster client reloads the slot map itself after a failure; a new client would
-    # only know the nodes of the URL, which may be the one that died.
-    drop_failed_client = False
+    def _fail(self, client: Any, loop: asyncio.AbstractEventLoop, exc: Exception) -> None:
+        # No cool-down: one dead master says nothing of the others, whose slots keep
+        # working (and a refund must still be attempted). Calls to the dead one's slots
+        # fail until redis-py's reloaded slot map names its promoted replica. The client
+        # stays: it reloads the slot map itself, and a new one would only know the
+        # nodes of the URL, which may be the one that died.
+        self.failures += 1
+
     _calls: asyncio.Semaphore
 
     def _check_url(self, url: str) -> None:

@@ -3,9 +3,10 @@
 Pure logic, no I/O. ``plan`` turns the matching rules into the store's checks: a rule
 whose ``rate`` is a function gets the caller's quota (remembered per key for the rule's
 ``cache`` seconds, in a bounded map), a rule with a ``cost`` weighs the request, and a
-rule that counts only some statuses checks that one request would fit without taking
-anything yet. A user function that raises, or returns something unusable, becomes a
-``RuleError``: the middleware then follows ``on_backend_error``.
+rule that counts only some statuses takes its cells like any other (``accounting``
+gives them back when the response's status does not count). A user function that
+raises, or returns something unusable, becomes a ``RuleError``: the middleware then
+follows ``on_backend_error``.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class QuotaCache:
         if isinstance(value, tuple) and len(value) == 2:
             rate, burst = value
         else:
-            rate, burst = value, None
+            rate, burst = value, rule.burst  # a plain rate: the rule's own burst, if any
         variant = with_quota(rule, quota_of(rate, burst, rule.name))
         if len(self._variants) >= 1024:  # plans are few; a flood of odd answers is not
             self._variants.clear()
@@ -131,8 +132,7 @@ def plan(rules: Sequence[Rule], scope: Scope, quotas: QuotaCache) -> tuple[list[
             rule = caller_rule
         cost = _cost(rule, scope)
         applied.append(rule)
-        if rule.count_status is None:
-            checks.append((key, rule.quota, cost, cost))
-        else:  # counting only some statuses: it must fit now, and is taken after
-            checks.append((key, rule.quota, cost, 0))
+        # Counting only some statuses too: taken now, so that attempts running at the same
+        # time are bounded; given back after if the status does not count.
+        checks.append((key, rule.quota, cost, cost))
     return applied, checks

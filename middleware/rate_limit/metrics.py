@@ -85,13 +85,38 @@ class _Instrument:
         ]
 
 
-_INSTRUMENTS: dict[int, tuple[Any, _Instrument]] = {}
-"""Per meter provider (by identity; the provider is held so that its id stays its own)."""
+_INSTRUMENTS: weakref.WeakKeyDictionary[Any, _Instrument] = weakref.WeakKeyDictionary()
+"""Per meter provider, held weakly: a provider (and its instrument) goes when its owner
+drops it. The instrument holds no reference to its provider."""
+
+_UNWEAKABLE: dict[int, tuple[Any, _Instrument]] = {}
+"""Providers that take no weak reference (``__slots__`` without ``__weakref__``): held
+by identity, at most ``_UNWEAKABLE_MAX`` of them (the oldest goes first)."""
+_UNWEAKABLE_MAX: Final = 64
+
+_GLOBAL: list[_Instrument] = []
+"""The instrument of the global provider (``meter_provider=None``)."""
 
 
 def _instrument(meter_provider: Any) -> _Instrument:
-    entry = _INSTRUMENTS.get(id(meter_provider))
+    if meter_provider is None:
+        if not _GLOBAL:
+            _GLOBAL.append(_Instrument(None))
+        return _GLOBAL[0]
+    try:
+        instrument = _INSTRUMENTS.get(meter_provider)
+    except TypeError:  # no weak reference to it
+        return _unweakable(meter_provider)
+    if instrument is None:
+        instrument = _INSTRUMENTS[meter_provider] = _Instrument(meter_provider)
+    return instrument
+
+
+def _unweakable(meter_provider: Any) -> _Instrument:
+    entry = _UNWEAKABLE.get(id(meter_provider))
     if entry is None:
-        entry = (meter_provider, _Instrument(meter_provider))
-        _INSTRUMENTS[id(meter_provider)] = entry
+        while len(_UNWEAKABLE) >= _UNWEAKABLE_MAX:
+            del _UNWEAKABLE[next(iter(_UNWEAKABLE))]
+        # The provider is held too, so that its id is not reused by another object.
+        entry = _UNWEAKABLE[id(meter_provider)] = (meter_provider, _Instrument(meter_provider))
     return entry[1]

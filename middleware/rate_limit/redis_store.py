@@ -31,7 +31,8 @@ Connections: a blocking pool of at most 50 per process (``?max_connections=N`` i
 URL changes it).
 
 Redis Cluster is ``ClusterStore`` (``cluster_store``): this store's client is a plain
-(non-cluster) client.
+(non-cluster) client. ``ClusterStore`` keeps neither the cool-down nor the client
+replacement: both would stop the live masters' slots for one dead master.
 """
 
 from __future__ import annotations
@@ -132,9 +133,6 @@ class RedisStore:
         connect_timeout: seconds to get a connection: to wait for a free one in the
             pool, or to open one.
     """
-
-    drop_failed_client = True
-    """Whether a connection failure replaces the client (see ``ClusterStore``)."""
 
     def __init__(
         self,
@@ -289,7 +287,7 @@ class RedisStore:
             return
         self._timed_out = False
         self._retry_at = time.monotonic() + self.cooldown
-        if self._client is client and self.drop_failed_client:
+        if self._client is client:
             # Its pool may hold half-read connections: start over with a new client.
             self._client = self._loop = None
             task = loop.create_task(_dispose(client))

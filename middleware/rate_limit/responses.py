@@ -40,9 +40,13 @@ def _prefers_json(scope: Scope) -> bool:
 
 
 def rejection(
-    scope: Scope, rules: Sequence[Rule], decisions: Sequence[Decision], headers: bool
+    scope: Scope,
+    rules: Sequence[Rule],
+    decisions: Sequence[Decision],
+    headers: bool,
+    hopeless: bool = False,
 ) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    """The 429's headers and body."""
+    """The 429's headers and body; *hopeless*: no wait would help, so no ``Retry-After``."""
     retry_after = 1
     denied = ""
     # RateLimit lists the rules that rejected: the others consumed nothing, and their
@@ -56,21 +60,27 @@ def rejection(
             wait = retry_seconds(decision.retry_after)
             if wait >= retry_after:
                 retry_after, denied = wait, rule.name
-    if _prefers_json(scope):
-        body = b'{"error":"rate_limited","policy":"%s","retry_after":%d}' % (
-            denied.encode("ascii"),
-            retry_after,
-        )
-        content_type = _JSON
-    else:
-        body = b"Too Many Requests: retry in %d seconds.\n" % retry_after
-        content_type = _TEXT
+    body, content_type = _body(scope, denied, None if hopeless else retry_after)
     fields = [content_type, (b"content-length", b"%d" % len(body))]
-    fields.append((b"retry-after", b"%d" % retry_after))
+    if not hopeless:
+        fields.append((b"retry-after", b"%d" % retry_after))
     if headers:
         fields.append((POLICY, b", ".join(rule.policy for rule in rules)))
         fields.append((RATELIMIT, rate_limit_value(denying, their_decisions)))
     return fields, body
+
+
+def _body(scope: Scope, denied: str, retry_after: int | None) -> tuple[bytes, tuple[bytes, bytes]]:
+    """The 429's body and content type; *retry_after* None: the request can never fit."""
+    if _prefers_json(scope):
+        if retry_after is None:
+            body = b'{"error":"rate_limited","policy":"%s","retry_after":null}'
+            return body % denied.encode("ascii"), _JSON
+        body = b'{"error":"rate_limited","policy":"%s","retry_after":%d}'
+        return body % (denied.encode("ascii"), retry_after), _JSON
+    if retry_after is None:
+        return b"Too Many Requests: this request costs more than the limit allows.\n", _TEXT
+    return b"Too Many Requests: retry in %d seconds.\n" % retry_after, _TEXT
 
 
 def with_headers(send: Send, rules: Sequence[Rule], decisions: Sequence[Decision]) -> Send:

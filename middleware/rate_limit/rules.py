@@ -57,7 +57,8 @@ class RuleSpec(TypedDict, total=False):
     narrows it (websocket connects count as ``GET``). ``rate`` is ``"<count>/<period>"``,
     or ``module:function`` (a callable in code): ``function(scope)`` returns the rate of
     this request's caller, ``(rate, burst)``, or None for no limit, remembered per key
-    for ``cache`` seconds. ``burst`` is the cells allowed at once (default: the count).
+    for ``cache`` seconds. ``burst`` is the cells allowed at once (default: the count; with a
+    rate function, the burst of a plain rate it returns).
     ``key`` overrides the middleware's ``key`` option for this rule. ``cost``: the cells a
     request takes, an integer or ``module:function`` returning one. ``usage``: the app
     may charge more after the response (``scope["asgikit.rate_limit.usage"]``).
@@ -92,6 +93,7 @@ class Rule:
     interval: float  # GCRA's T and tau, in seconds
     tolerance: float
     rate_of: Callable[[Scope], object] | None = None  # the caller's rate (dynamic)
+    burst: int | None = None  # the configured burst: a rate function's plain rate gets it
     cache: float = 60.0  # seconds a caller's rate is remembered
     cost: int = 1  # cells per request, unless cost_of says
     cost_of: Callable[[Scope], object] | None = None
@@ -194,9 +196,14 @@ def _status_set(value: object, where: str) -> frozenset[int] | None:
     return frozenset(statuses)
 
 
-def _cost(value: object, where: str) -> tuple[int, Callable[[Scope], object] | None]:
+def _cost(
+    value: object, where: str, burst: int | None
+) -> tuple[int, Callable[[Scope], object] | None]:
     if isinstance(value, int) and not isinstance(value, bool):
-        return bounded_int(value, where, 0), None
+        cost = bounded_int(value, where, 0)
+        if burst is not None and cost > burst:  # a fixed rate: known to never fit
+            raise ValueError(f"{where}: {cost} is more than the burst ({burst}): never allowed")
+        return cost, None
     return 1, import_callable(value, where)
 
 
@@ -212,8 +219,11 @@ def _rule(
         rate_of = import_callable(rate, f"{where}.rate")
         rate = "1/second"  # a placeholder: each caller's own quota replaces it
     quota = quota_of(rate, spec.get("burst"), where)
+    # A rate function's plain rate gets the rule's burst (its quota is a placeholder).
+    burst = quota.burst if rate_of is not None and spec.get("burst") is not None else None
     label = str(route if route is not None else path or "*")
-    cost, cost_of = _cost(spec.get("cost", 1), f"{where}.cost")
+    fixed_burst = quota.burst if rate_of is None else None
+    cost, cost_of = _cost(spec.get("cost", 1), f"{where}.cost", fixed_burst)
     usage = spec.get("usage", False)
     if not isinstance(usage, bool):
         raise TypeError(f"{where}.usage: expected true or false, got {usage!r}")
@@ -232,6 +242,7 @@ def _rule(
         interval=quota.interval_us / 1e6,
         tolerance=quota.tolerance_us / 1e6,
         rate_of=rate_of,
+        burst=burst,
         cache=number(spec.get("cache", 60.0), f"{where}.cache", minimum=0),
         cost=cost,
         cost_of=cost_of,

@@ -14,8 +14,7 @@ time (TAT). With emission interval ``T = period / limit`` and tolerance
 A check may weigh more than one request (GCRA with *n* cells): ``need`` cells must fit
 (``tat + need * T - now <= tau``) and ``take`` cells are consumed when every check of the
 call allows (``new_tat = tat + take * T``). A plain ``(key, quota)`` check is
-``need = take = 1``; a check before the app of a rule that counts only some responses
-is ``take = 0``; a charge after the response is ``need = -1`` (never refused: the bucket
+``need = take = 1``; a charge after the response is ``need = -1`` (never refused: the bucket
 may go into debt, and later requests wait until it is paid). A negative ``take`` gives
 cells back (a refund); a TAT that falls to now or earlier is dropped.
 

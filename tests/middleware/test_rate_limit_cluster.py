@@ -290,3 +290,72 @@ def test_cluster_urls() -> None:
         RateLimitMiddleware(App(), rate="1/second", storage="redis+cluster://nowhere")
     with pytest.raises(ValueError, match=r"^prefix: no braces"):
         ClusterStore("redis+cluster://h:1", prefix="{x}")
+
+
+def full_coverage(cluster: RedisCluster, required: bool) -> None:
+    """Whether the nodes refuse every query while any slot is unserved (Redis's
+    default), or keep serving the slots they have."""
+    for port in cluster.ports:
+        if cluster.running(port):
+            with contextlib.closing(cluster.client(port)) as client:
+                value = "yes" if required else "no"
+                client.config_set("cluster-require-full-coverage", value)
+
+
+def keys_on_two_masters(cluster: RedisCluster) -> list[tuple[int, str]]:
+    """Two store keys (of rule ``r``) whose slots two different masters serve."""
+    keys: dict[int, str] = {}
+    index = 0
+    while len(keys) < 2:
+        digest = f"{index:032x}"
+        index += 1
+        keys.setdefault(
+            cluster.master_of(f"asgikit:rl:{{client:{digest}}}:r"), f"r:client:{digest}"
+        )
+    return list(keys.items())
+
+
+async def test_a_dead_master_leaves_the_live_masters_slots_working(cluster: RedisCluster) -> None:
+    (dead, dead_key), (_, live_key) = keys_on_two_masters(cluster)
+    store = ClusterStore(cluster.url, timeout=0.5)
+    quota = Quota(limit=1000, period=3600.0, burst=1000)
+    live: list[int] = []
+    failed: list[str] = []
+
+    async def dead_call(delay: float = 0.0) -> None:
+        await anyio.sleep(delay)
+        try:
+            await store.acquire([(dead_key, quota)])
+        except StoreError as exc:
+            failed.append(str(exc))
+
+    async def live_and_dead() -> None:
+        await anyio.sleep(0.1)  # after dead_call started: it fails first
+        with pytest.raises(StoreError):
+            await store.acquire([(live_key, quota), (dead_key, quota)])
+
+    full_coverage(cluster, required=False)  # the live masters answer while one is down
+    try:
+        await store.acquire([(dead_key, quota)])
+        live += [d.remaining for d in await store.acquire([(live_key, quota)])]
+        cluster.kill(dead)  # SIGKILL by PID
+        # The live master's group is taken, the dead one's fails after another call's
+        # failure: the first group is still given back (no cool-down stops the refund).
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(dead_call)
+            tg.start_soon(live_and_dead)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and len(failed) < 100:
+            await dead_call()
+            before = len(failed)
+            await dead_call()  # two failures in a row: the dead master's slots only
+            live += [d.remaining for d in await store.acquire([(live_key, quota)])]
+            if len(failed) == before:  # the replica took over the dead master's slots
+                break
+        # Every call for the live master's key worked through the failover, exactly.
+        assert live == list(range(999, 999 - len(live), -1)) and len(live) > 2
+        assert failed and store.failures > 0
+    finally:
+        await store.close()
+        cluster.restart(dead)
+        full_coverage(cluster, required=True)
