@@ -43,3 +43,11 @@ def test_the_middleware_package_lists_every_middleware_before_loading_it() -> No
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"]
+
+
+def test_every_middleware_is_listed_by_dir_before_it_is_loaded() -> None:
+    import asgikit.middleware
+
+    listed = dir(asgikit.middleware)
+    for name in asgikit.middleware.__all__:
+        assert name in listed
