@@ -10,7 +10,9 @@ the app is never called; with ``decompress``, a content coding the middleware ca
 decode is answered 415. Otherwise the app runs with a ``receive`` that counts the body as
 the app reads it (``guard.py``): a client that sends no length, or more than it said, is
 stopped at the chunk that passes the limit. The app then sees ``http.disconnect``, and
-the client a 413 unless the app's response had already started. A compressed body is
+the client a 413 unless the app's response had already started (then, if the app
+leaves its response unfinished, ``BodyTooLarge`` is raised so the server aborts the
+connection). A compressed body is
 decoded chunk by chunk within a budget (``decoding.py``), so a bomb is refused after at
 most the cap's bytes were produced; the app sees the decoded body, and a scope without
 ``Content-Encoding`` and ``Content-Length``.
@@ -30,7 +32,7 @@ from asgikit.scopes import derive_scope
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 from .decoding import Decoder, decoder_factories
-from .guard import TOO_LARGE, DecodingGuard, Guard, dropped, refuse
+from .guard import TOO_LARGE, BodyTooLarge, DecodingGuard, Guard, dropped, refuse
 from .rules import (
     INVALID,
     Limits,
@@ -42,7 +44,7 @@ from .rules import (
     size_option,
 )
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "BodyLimitMiddleware", "RuleSpec"]
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "BodyLimitMiddleware", "BodyTooLarge", "RuleSpec"]
 
 DEFAULT_MAX_BODY_SIZE: Final = 10 * 1024 * 1024
 """10 MiB: Starlette's documented example, and room for any JSON or form post; an upload
@@ -151,6 +153,7 @@ class BodyLimitMiddleware:
         else:
             guard = Guard(scope, receive, send, limit)
             await self.app(scope, guard.receive, guard.send)
+            guard.finish()
 
     async def _decode(
         self,
@@ -174,6 +177,7 @@ class BodyLimitMiddleware:
         limit = sys.maxsize if limits.body is None else limits.body
         guard = DecodingGuard(scope, receive, send, limit, decoder, budget, codings[0])
         await self.app(derive_scope(scope, {"headers": headers}), guard.receive, guard.send)
+        guard.finish()
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self._ws_limit

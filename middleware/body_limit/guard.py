@@ -8,8 +8,10 @@ the client had gone, and so does every later call. If the app's response had not
 started, the middleware has just answered (413, or 400 for corrupt data), before handing
 the disconnect over: the client never waits on the app for its answer, and whatever the
 app sends from then on is dropped, as a server drops what is sent to a client that left.
-If the app's response had started, it is left alone: the app's messages go on to the
-server unchanged, and the middleware adds nothing.
+If the app's response had started, the app's messages go on to the server unchanged;
+if the app then returns without finishing its response (as it should, once told the
+client left), the middleware raises ``BodyTooLarge``, so that the server aborts the
+connection: a response cut short must not look complete.
 """
 
 from __future__ import annotations
@@ -23,13 +25,30 @@ from asgikit.types import Message, Receive, Scope, Send
 
 from .decoding import DecodeError, Decoder, TooLarge
 
-__all__ = ["TOO_LARGE", "DecodingGuard", "Guard", "dropped", "refuse"]
+__all__ = ["TOO_LARGE", "BodyTooLarge", "DecodingGuard", "Guard", "dropped", "refuse"]
 
 TOO_LARGE: Final = "Content Too Large"
 """The 413 body: Starlette's words (Python before 3.13 calls 413 "Request Entity Too
 Large", RFC 9110 "Content Too Large")."""
 
 _DECISIONS: Final = {413: "body_too_large", 415: "unsupported_encoding"}
+
+
+class BodyTooLarge(Exception):
+    """A request body passed a limit (or turned out corrupt) after the app's response
+    had started, and the app left its response unfinished: the exchange was aborted.
+
+    Raised out of the middleware so the server resets the connection.
+
+    Attributes:
+        reason: ``"body"``, ``"decompressed"`` or ``"corrupt"``.
+        received: The body bytes received when it was refused.
+    """
+
+    def __init__(self, reason: str, received: int) -> None:
+        super().__init__(f"request body refused ({reason}) after the response started")
+        self.reason = reason
+        self.received = received
 
 
 async def dropped() -> None:
@@ -63,7 +82,9 @@ class Guard:
         "_receive",
         "_send",
         "answered",
+        "completed",
         "limit",
+        "reason",
         "received",
         "refused",
         "scope",
@@ -79,15 +100,30 @@ class Guard:
         self.started = False  # the app's response start went to the server
         self.refused = False  # a limit was passed: the app sees a disconnect
         self.answered = False  # ... and the middleware answered: the app's sends are dropped
+        self.completed = False  # the app's last body message went to the server
+        self.reason = ""
 
     def send(self, message: Message) -> Awaitable[None]:
         # A plain function returning send's awaitable: no coroutine frame per message
         # (docs/architecture.md, "Speed").
         if self.answered:
             return dropped()
-        if message["type"] == "http.response.start":
+        kind = message["type"]
+        if kind == "http.response.start":
             self.started = True
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            self.completed = True
         return self._send(message)
+
+    def finish(self) -> None:
+        """After the app returned: raise ``BodyTooLarge`` if the body was refused after
+        the response started and the app left the response unfinished."""
+        if self.refused and not self.answered and not self.completed:
+            fields = {"body_limit.reason": self.reason, "body_limit.received": self.received}
+            decide(
+                self.scope, "bad_request" if self.reason == "corrupt" else _DECISIONS[413], **fields
+            )
+            raise BodyTooLarge(self.reason, self.received)
 
     async def receive(self) -> Message:
         if self.refused:
@@ -103,6 +139,7 @@ class Guard:
         """Answer if the response has not started; the disconnect the app gets instead
         of the message that passed the limit."""
         self.refused = True
+        self.reason = reason
         if not self.started:
             self.answered = True
             fields = {"body_limit.reason": reason, "body_limit.received": self.received}

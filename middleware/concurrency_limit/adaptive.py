@@ -12,9 +12,14 @@ it from the latency of completed requests, fed to :meth:`GradientController.samp
    together), the limit is pinned to ``min_limit`` until ``min_rtt_requests`` requests
    admitted in that window completed. The ``percentile`` of their latencies is the min
    RTT: what a request costs when the app is not loaded. The limit in force before is
-   then restored. A window also starts when the limit sat at ``min_limit`` for five
-   updates in a row (the app may have become slower for good, and the old min RTT
-   would keep the limit down).
+   then restored. Only requests admitted since the window opened count against
+   ``min_limit`` (the group keeps apart the ones already in flight: a stream or a long
+   poll admitted before must not starve the window). A window lasts at most
+   ``WINDOW_SECONDS`` (or 20 min RTTs, if longer): then it closes with the samples it
+   has, or, with none, restores the limit in force before (``initial_limit`` the
+   first time) and keeps the last min RTT. A window also starts when the limit sat at
+   ``min_limit`` for five updates in a row (the app may have become slower for good,
+   and the old min RTT would keep the limit down).
 2. **Updates.** Between windows, every ``sample_interval`` seconds (and at least three
    min RTTs, so that most latencies of an interval come from requests admitted under
    the limit it judges: feedback that lags the limit makes it swing), the
@@ -45,6 +50,8 @@ from asgikit.options import bounded_int, number
 
 __all__ = ["GradientController", "GradientParams", "GradientSpec", "build_params", "percentile"]
 
+WINDOW_SECONDS: Final = 1.0  # the longest min RTT window, unless 20 min RTTs are longer
+_WINDOW_RTTS: Final = 20.0
 _AT_MIN_UPDATES: Final = 5  # updates at min_limit that start a new min RTT window
 _MAX_SAMPLES: Final = 10_000  # per interval; past it, a uniform reservoir
 _RTTS_PER_INTERVAL: Final = 3.0  # the least update interval, in min RTTs
@@ -160,11 +167,14 @@ class GradientController:
         min_rtt: The latest min RTT, in seconds (None until the first window ends).
         sample_rtt: The latest sample RTT, in seconds (None until the first update).
         measuring: Whether a min RTT window is open (the limit is pinned).
+        window_start: When the open (or last) min RTT window opened, on the clock;
+            requests started before it do not count against the pinned limit.
     """
 
     __slots__ = (
         "_at_min",
         "_clock",
+        "_deadline",
         "_next_event",
         "_next_update",
         "_next_window",
@@ -173,12 +183,12 @@ class GradientController:
         "_rand",
         "_restore",
         "_samples",
-        "_since",
         "limit",
         "measuring",
         "min_rtt",
         "params",
         "sample_rtt",
+        "window_start",
     )
 
     def __init__(
@@ -194,7 +204,8 @@ class GradientController:
         self.min_rtt: float | None = None
         self.sample_rtt: float | None = None
         self.measuring = True  # the first window starts at once: no min RTT yet
-        self._since = -math.inf  # every request counts for the first window
+        self.window_start = -math.inf  # every request counts for the first window
+        self._deadline = math.inf  # the first window's time runs from its first event
         self._restore = params.initial_limit
         self._samples: list[float] = []
         self._overflow = 0
@@ -224,10 +235,11 @@ class GradientController:
     def _decide(self, started: float, now: float, in_flight: int) -> bool:
         latency = now - started
         if self.measuring:
-            if started < self._since:  # admitted before the limit was pinned
-                return False
-            self._keep(latency)
-            if len(self._samples) < self.params.min_rtt_requests:
+            if self._deadline == math.inf:
+                self._deadline = now + WINDOW_SECONDS
+            if started >= self.window_start:  # not admitted before the limit was pinned
+                self._keep(latency)
+            if len(self._samples) < self.params.min_rtt_requests and now < self._deadline:
                 return False
             return self._end_window(now)
         if now >= self._next_window:
@@ -238,6 +250,25 @@ class GradientController:
         if now < self._next_update:
             return False
         return self._update(now)
+
+    def expire(self) -> bool:
+        """Close a min RTT window that outlived its time (the middleware calls it when
+        a request would wait: requests that never complete feed no sample).
+
+        Returns:
+            Whether the window closed.
+        """
+        if not self.measuring:
+            return False
+        now = self._clock()
+        if self._deadline == math.inf:
+            self._deadline = now + WINDOW_SECONDS
+        # A millisecond early counts: a waiter's timer may fire a hair before the
+        # deadline it was set for.
+        if now < self._deadline - 0.001:
+            return False
+        self._end_window(now)
+        return True
 
     def _keep(self, latency: float) -> None:
         if len(self._samples) < _MAX_SAMPLES:
@@ -250,7 +281,7 @@ class GradientController:
             self._samples[slot] = latency
 
     def _interval(self) -> float:
-        """Seconds until the next update: ``sample_interval``, and at least two min
+        """Seconds until the next update: ``sample_interval``, and at least three min
         RTTs, so that most latencies of an interval come from requests admitted under
         the limit it ends (a limit judged by older ones overshoots, and swings)."""
         assert self.min_rtt is not None
@@ -265,7 +296,8 @@ class GradientController:
         previous = self.limit
         self.measuring = True
         self._next_event = -math.inf  # every sample counts towards the window
-        self._since = now
+        self.window_start = now
+        self._deadline = now + max(WINDOW_SECONDS, _WINDOW_RTTS * (self.min_rtt or 0.0))
         self._restore = restore
         self.limit = self.params.min_limit
         self._at_min = 0
@@ -274,10 +306,12 @@ class GradientController:
 
     def _end_window(self, now: float) -> bool:
         p = self.params
-        self.min_rtt = max(_SHORTEST, percentile(self._samples, p.percentile))
+        if self._samples:  # else (a window that measured nothing) the last min RTT stays
+            self.min_rtt = max(_SHORTEST, percentile(self._samples, p.percentile))
         self.measuring = False
         self._reset_samples()
-        self._next_update = now + self._interval()
+        # No update without a min RTT to judge by: the limit stays until a window measures.
+        self._next_update = math.inf if self.min_rtt is None else now + self._interval()
         self._next_window = now + p.min_rtt_interval * (1.0 + p.jitter * self._rand())
         self._next_event = min(self._next_update, self._next_window)
         previous = self.limit

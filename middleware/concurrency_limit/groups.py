@@ -10,6 +10,7 @@ rules select requests with the kit's rule vocabulary (``asgikit.paths.selector``
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -34,6 +35,8 @@ AUTO: Final = "auto"
 GROUP_ATTRIBUTE: Final = "asgikit.concurrency.group"
 _TIMED_OUT: Final = "timed_out"  # TimeoutMiddleware's decision: the app's own slowness
 FIXED_WAIT: Final = 1.0  # seconds a request may queue for a fixed limit, by default
+RETRY_CAP: Final = 60  # the most Retry-After a group's latency makes (long requests)
+_log = logging.getLogger("asgikit.concurrency_limit")
 _RULE_FIELDS: Final = SELECTOR_FIELDS | {"name", "max_concurrency", "queue_size", "max_wait"}
 _NAME: Final = re.compile(r"[A-Za-z0-9_.\-/{}:*]{1,64}")
 
@@ -76,6 +79,10 @@ class Group:
         name: The group's name (``default`` for the process-wide limit).
         limit: How many requests may be in flight now.
         in_flight: Requests holding a slot.
+        before_window: Of those, the ones admitted before the open min RTT window of an
+            adaptive limit: they hold their slots, but ``limit`` counts them on top of
+            the controller's, so that only the requests admitted since the window
+            opened count against ``min_limit``.
         waiters: Requests queued for a slot, first come first.
         controller: The adaptive limit's controller, or None for a fixed limit.
         attributes: The metric attributes of the group.
@@ -86,9 +93,11 @@ class Group:
     __slots__ = (
         "__weakref__",
         "attributes",
+        "before_window",
         "buffer",
         "controller",
         "fixed_retry",
+        "hook_failed",
         "in_flight",
         "limit",
         "max_wait",
@@ -110,6 +119,8 @@ class Group:
         self.limit = limit.limit if isinstance(limit, GradientController) else limit
         self.buffer = limit.params.buffer if isinstance(limit, GradientController) else 0.0
         self.in_flight = 0
+        self.before_window = 0
+        self.hook_failed = False
         self.waiters: deque[_Waiter] = deque()
         self.queue_size = queue_size
         self.max_wait = max_wait
@@ -129,9 +140,18 @@ class Group:
             waiter.granted = True
             waiter.event.set()
 
-    def release(self) -> None:
-        """Give a slot back."""
+    def release(self, started: float | None = None) -> None:
+        """Give a slot back (*started*: when an adaptive group's request started)."""
         self.in_flight -= 1
+        controller = self.controller
+        if (
+            started is not None
+            and self.before_window
+            and controller is not None
+            and started < controller.window_start  # admitted before the window opened
+        ):
+            self.before_window -= 1
+            self.limit -= 1  # it freed no slot for the window's requests
         if self.waiters:
             self.grant()
 
@@ -140,16 +160,34 @@ class Group:
         to the controller (adaptive groups only), unless an inner layer answered in the
         app's place (its decision recorded with ``decide``): a 429 or a 413 is quick,
         and not the app's latency; a timeout's 504 is, the app was that slow."""
-        decisions = scope.get(DECISION_KEY)
-        if not decisions or decisions.get(DECISION_FIELD, _TIMED_OUT) == _TIMED_OUT:
-            controller = self.controller
-            assert controller is not None
-            if controller.sample(started, self.in_flight):
-                previous, self.limit = self.limit, controller.limit
-                self.on_change(self, previous)
-        self.in_flight -= 1
-        if self.waiters:
-            self.grant()
+        try:
+            decisions = scope.get(DECISION_KEY)
+            if not decisions or decisions.get(DECISION_FIELD, _TIMED_OUT) == _TIMED_OUT:
+                controller = self.controller
+                assert controller is not None
+                measuring = controller.measuring
+                if controller.sample(started, self.in_flight) or measuring != controller.measuring:
+                    self.follow()
+        finally:
+            self.release(started)
+
+    def follow(self) -> None:
+        """Take the controller's limit when it changed or a window opened or closed
+        (never within a window): when one opens, the requests in flight are set apart
+        (see ``before_window``)."""
+        controller = self.controller
+        assert controller is not None
+        self.before_window = self.in_flight if controller.measuring else 0
+        previous, self.limit = self.limit, controller.limit + self.before_window
+        if self.limit == previous:
+            return
+        try:
+            self.on_change(self, previous)
+        except Exception:  # a log line must not cost a slot, nor the request
+            if not self.hook_failed:
+                self.hook_failed = True
+                _log.exception("concurrency_limit: the limit_changed hook failed")
+        self.grant()
 
     def wait_budget(self) -> float:
         """How long a request may queue: ``max_wait``, or by default one second for a
@@ -160,21 +198,30 @@ class Group:
         controller = self.controller
         if controller is None or controller.min_rtt is None:
             return FIXED_WAIT
-        return max(0.001, controller.min_rtt * self.buffer)
+        # At most FIXED_WAIT: a min RTT measured on long requests must not hold a
+        # request in the queue for minutes.
+        return min(FIXED_WAIT, max(0.001, controller.min_rtt * self.buffer))
 
     def retry_after(self) -> int:
         """Whole seconds after which a slot has likely freed: the latest latency the
-        controller saw, rounded up (1 for a fixed limit, and at least 1)."""
+        controller saw, rounded up (1 for a fixed limit, at least 1, at most
+        ``RETRY_CAP``)."""
         if self.fixed_retry is not None:
             return self.fixed_retry
         controller = self.controller
         latency = None if controller is None else controller.sample_rtt or controller.min_rtt
-        return 1 if latency is None or latency <= 1.0 else math.ceil(latency)
+        return 1 if latency is None or latency <= 1.0 else min(RETRY_CAP, math.ceil(latency))
 
     async def wait(self) -> str | None:
         """Queue for a slot: None once one is held, else why not (``"queue_full"`` or
         ``"max_wait"``). A cancelled waiter leaves the queue, or gives back the slot it
         was handed meanwhile."""
+        controller = self.controller
+        if controller is not None and controller.expire():  # a window outlived its time
+            self.follow()
+            if self.in_flight < self.limit and not self.waiters:
+                self.in_flight += 1
+                return None
         if len(self.waiters) >= self.queue_size:
             return "queue_full"
         waiter = _Waiter()
@@ -188,6 +235,8 @@ class Group:
             else:
                 self.waiters.remove(waiter)
             raise
+        if not waiter.granted and controller is not None and controller.expire():
+            self.follow()  # may grant this waiter its slot
         if waiter.granted:
             return None
         self.waiters.remove(waiter)

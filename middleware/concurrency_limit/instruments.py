@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import structlog
@@ -30,14 +30,53 @@ SHED: Final = "asgikit.concurrency.shed"
 
 
 def _observer(
-    groups: Sequence[weakref.ref[Group]], read: Callable[[Group], int]
+    groups: weakref.WeakSet[Group], read: Callable[[Group], int]
 ) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def observe(options: CallbackOptions) -> Iterable[Observation]:
-        # Weak references: a meter provider outlives the middleware built for one test
-        # or one app, and must not keep it alive.
-        return [Observation(read(g), g.attributes) for ref in groups if (g := ref()) is not None]
+        # A weak set: a meter provider outlives the middleware built for one test or
+        # one app, and must not keep it alive. Groups of the same name in two
+        # middlewares (two apps in one process) add up: one point per name.
+        totals: dict[str, tuple[int, Mapping[str, str]]] = {}
+        for group in list(groups):
+            total = totals.get(group.name, (0, group.attributes))[0]
+            totals[group.name] = (total + read(group), group.attributes)
+        return [Observation(value, attributes) for value, attributes in totals.values()]
 
     return observe
+
+
+# The observed groups by meter provider. An SDK meter registers an instrument's name
+# once, and gives a second middleware on the same provider the first one's instrument,
+# without its callback: so the gauges are registered once per provider, and observe
+# every middleware's groups. Weak keys: a provider dropped is not kept alive here.
+_observed: weakref.WeakKeyDictionary[Any, weakref.WeakSet[Group]] = weakref.WeakKeyDictionary()
+
+
+def _groups_of(meter: Any, provider: Any) -> weakref.WeakSet[Group]:
+    """The groups the gauges of *provider* observe, registering them the first time."""
+    groups = _observed.get(provider)
+    if groups is not None:
+        return groups
+    groups = _observed[provider] = weakref.WeakSet()
+    meter.create_observable_up_down_counter(
+        IN_FLIGHT,
+        [_observer(groups, lambda g: g.in_flight)],
+        unit="{request}",
+        description="Requests holding a slot.",
+    )
+    meter.create_observable_up_down_counter(
+        QUEUED,
+        [_observer(groups, lambda g: len(g.waiters))],
+        unit="{request}",
+        description="Requests waiting for a slot.",
+    )
+    meter.create_observable_gauge(
+        LIMIT,
+        [_observer(groups, lambda g: g.limit)],
+        unit="{request}",
+        description="Requests allowed in flight at once (adaptive or fixed).",
+    )
+    return groups
 
 
 class Instruments:
@@ -52,26 +91,9 @@ class Instruments:
     __slots__ = ("_last_warning", "_log_interval", "_logger", "_shed", "_suppressed")
 
     def __init__(self, groups: Sequence[Group], meter_provider: Any, log_interval: float) -> None:
-        meter = metrics.get_meter("asgikit", __version__, meter_provider)
-        refs = [weakref.ref(group) for group in groups]
-        meter.create_observable_up_down_counter(
-            IN_FLIGHT,
-            [_observer(refs, lambda g: g.in_flight)],
-            unit="{request}",
-            description="Requests holding a slot.",
-        )
-        meter.create_observable_up_down_counter(
-            QUEUED,
-            [_observer(refs, lambda g: len(g.waiters))],
-            unit="{request}",
-            description="Requests waiting for a slot.",
-        )
-        meter.create_observable_gauge(
-            LIMIT,
-            [_observer(refs, lambda g: g.limit)],
-            unit="{request}",
-            description="Requests allowed in flight at once (adaptive or fixed).",
-        )
+        provider = metrics.get_meter_provider() if meter_provider is None else meter_provider
+        meter = metrics.get_meter("asgikit", __version__, provider)
+        _groups_of(meter, provider).update(groups)
         self._shed = meter.create_counter(
             SHED, unit="{request}", description="Requests answered 503 for want of a slot."
         )

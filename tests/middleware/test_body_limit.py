@@ -9,7 +9,7 @@ import pytest
 
 from asgikit.answers import DECISION_FIELD, DETAILS
 from asgikit.contract import enforce
-from asgikit.middleware.body_limit import DEFAULT_MAX_BODY_SIZE, BodyLimitMiddleware
+from asgikit.middleware.body_limit import DEFAULT_MAX_BODY_SIZE, BodyLimitMiddleware, BodyTooLarge
 from asgikit.scopes import DECISION_KEY
 from asgikit.testing import DISCONNECT, http_scope, lifespan, request
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
@@ -221,8 +221,9 @@ async def test_an_app_that_raises_after_the_disconnect_has_its_exception_propaga
     assert (response.status, response.body) == (413, b"Content Too Large")
 
 
-async def test_a_response_already_started_is_left_alone() -> None:
+async def test_a_started_response_the_app_finishes_anyway_is_left_alone() -> None:
     async def streams(scope: Scope, receive: Receive, send: Send) -> None:
+        # It ignores the disconnect, and ends its response: that end goes through.
         await send({"type": "http.response.start", "status": 200, "headers": []})
         while (await receive())["type"] == "http.request":
             await send({"type": "http.response.body", "body": b"got", "more_body": True})
@@ -232,6 +233,42 @@ async def test_a_response_already_started_is_left_alone() -> None:
     assert response.status == 200
     assert response.body == b"gotend"  # the app's own end, nothing after it
     assert response.complete
+
+
+async def echo_until_gone(scope: Scope, receive: Receive, send: Send) -> None:
+    """Streams the body back; returns on a disconnect, as it should, the response
+    unfinished (there is no one to finish it for)."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        await send({"type": "http.response.body", "body": message["body"], "more_body": True})
+        if not message.get("more_body", False):
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+
+async def test_a_started_response_left_unfinished_is_aborted_with_body_too_large() -> None:
+    scope = http_scope("POST", "/")
+    scope[DECISION_KEY] = {}
+    response = await request(
+        wrapped(echo_until_gone, max_body_size=5),
+        body=[b"1234", b"56"],
+        scope=scope,
+        raise_app_exceptions=False,
+    )
+    # Before: the app returned with the response unfinished, and the contract checker
+    # outside raised; now the server is told to abort the connection.
+    assert isinstance(response.exception, BodyTooLarge)
+    assert (response.exception.reason, response.exception.received) == ("body", 6)
+    assert (response.status, response.body, response.complete) == (200, b"1234", False)
+    assert scope[DECISION_KEY][DECISION_FIELD] == "body_too_large"
+
+
+async def test_a_response_within_the_limit_is_not_aborted() -> None:
+    response = await request(wrapped(echo_until_gone, max_body_size=6), body=[b"1234", b"56"])
+    assert (response.status, response.body, response.complete) == (200, b"123456", True)
 
 
 async def test_a_response_already_complete_gets_nothing_more() -> None:

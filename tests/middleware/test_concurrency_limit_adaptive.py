@@ -45,9 +45,11 @@ def controller(clock: Clock, rand: Callable[[], float] = lambda: 0.0, **params: 
 def measured(clock: Clock, rtt: float = 0.01, **params: Any) -> Any:
     """A controller whose first min RTT window has ended with *rtt*."""
     c = controller(clock, **params)
-    for _ in range(c.params.min_rtt_requests):
+    for _ in range(c.params.min_rtt_requests):  # or fewer: a window lasts a second at most
         clock.now += rtt
         c.sample(clock.now - rtt, 1)
+        if not c.measuring:
+            break
     assert not c.measuring
     return c
 
@@ -116,9 +118,9 @@ def test_the_first_window_pins_the_limit_then_restores_the_initial_limit() -> No
     c = controller(clock, min_rtt_requests=3)
     assert (c.limit, c.measuring, c.min_rtt) == (3, True, None)
     for rtt in (0.03, 0.01):
-        clock.now += 1
+        clock.now += 0.1
         assert not c.sample(clock.now - rtt, 1)
-    clock.now += 1
+    clock.now += 0.1
     assert c.sample(clock.now - 0.02, 1)  # the third sample ends the window
     assert (c.limit, c.measuring) == (20, False)
     assert c.min_rtt == pytest.approx(0.02)
@@ -167,7 +169,7 @@ def test_a_slow_app_is_updated_every_three_min_rtts() -> None:
 
 def test_the_limit_stays_within_its_bounds() -> None:
     clock = Clock()
-    c = measured(clock, 0.01, max_limit=25, min_limit=2)
+    c = measured(clock, 0.01, max_limit=25, min_limit=2, min_rtt_interval=1000.0)
     assert interval(c, clock, 0.001, in_flight=100)
     assert c.limit == 25
     for _ in range(9):  # halved, plus headroom, each time: 25 16 10 7 5 4 3 2 2
