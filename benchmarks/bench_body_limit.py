@@ -24,7 +24,7 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from asgikit.middleware.body_limit import BodyLimitMiddleware
 from asgikit.types import ASGIApp, Receive, Scope, Send
-from benchmarks.harness import Request, added_cost, report, run_asgi
+from benchmarks.harness import PassThrough, Request, added_cost, report, run_asgi
 
 __all__ = ["main"]
 
@@ -57,16 +57,6 @@ async def reading_app(scope: Scope, receive: Receive, send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": _ANSWER})
-
-
-class PassThrough:
-    """The least a middleware costs: a layer that hands the request on unchanged."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
 
 
 def _headers(*extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import structlog
 
 from asgikit.middleware.concurrency_limit import ConcurrencyLimitMiddleware
-from asgikit.types import ASGIApp, Receive, Scope, Send
-from benchmarks.harness import Request, added_cost, bare_app, report, run_asgi
+from asgikit.types import ASGIApp
+from benchmarks.harness import PassThrough, Request, added_cost, bare_app, report, run_asgi
 
 __all__ = ["BARE", "PASS_THROUGH", "SCENARIOS", "PassThrough", "apps", "main"]
 
@@ -37,16 +37,6 @@ RULES: list[dict[str, object]] = [
     {"name": "exports", "route": "/exports/{id:int}", "max_concurrency": 2},
     {"name": "uploads", "path": "/uploads", "methods": ["POST"], "max_concurrency": 8},
 ]
-
-
-class PassThrough:
-    """The least a pure ASGI middleware does: await the app."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
 
 
 def apps() -> dict[str, ASGIApp]:

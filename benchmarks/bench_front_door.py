@@ -32,24 +32,14 @@ from starlette.middleware.trustedhost import (
 
 from asgikit.middleware.https_redirect import HTTPSRedirectMiddleware
 from asgikit.middleware.trusted_host import TrustedHostMiddleware
-from asgikit.types import ASGIApp, Receive, Scope, Send
-from benchmarks.harness import Request, Result, added_cost, bare_app, report, run_asgi
+from asgikit.types import ASGIApp, Scope
+from benchmarks.harness import PassThrough, Request, Result, added_cost, bare_app, report, run_asgi
 
 __all__ = ["SCENARIOS", "PassThrough", "SchemeRequest", "main"]
 
 BARE = "bare app"
 FLOOR = "pure pass-through"
 HOSTS = ["example.com", "*.example.com"]
-
-
-class PassThrough:
-    """The least a pure ASGI middleware can do: await the app."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
 
 
 @dataclass

@@ -32,9 +32,9 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from asgikit.middleware.access_log import AccessLogMiddleware
 from asgikit.middleware.inspector import DevInspectorMiddleware
-from asgikit.types import ASGIApp, Receive, Scope, Send
+from asgikit.types import ASGIApp
 from benchmarks.bench_access_log import _BROWSER, json_logs_to_nowhere
-from benchmarks.harness import Request, added_cost, bare_app, report, run_asgi
+from benchmarks.harness import PassThrough, Request, added_cost, bare_app, report, run_asgi
 
 __all__ = ["main"]
 
@@ -51,16 +51,6 @@ SCENARIOS = {
         path="/search?q=shoes&page=2&access_token=abc123def456", headers=_BROWSER
     ),
 }
-
-
-class PassThrough:
-    """The least a middleware costs: a layer that hands the request on unchanged."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
 
 
 def apps() -> dict[str, ASGIApp]:

@@ -12,20 +12,10 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response
 
-from asgikit.types import ASGIApp, Receive, Scope, Send
-from benchmarks.harness import bare_app, report, run_asgi
+from asgikit.types import ASGIApp
+from benchmarks.harness import PassThrough, bare_app, report, run_asgi
 
 __all__ = ["CASES", "BaseHTTPPassThrough", "PassThrough", "main"]
-
-
-class PassThrough:
-    """The least a pure ASGI middleware can do: await the app."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
 
 
 class BaseHTTPPassThrough(BaseHTTPMiddleware):

@@ -27,6 +27,7 @@ from asgikit.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "BenchmarkError",
+    "PassThrough",
     "Request",
     "Result",
     "added_cost",
@@ -35,6 +36,18 @@ __all__ = [
     "run_asgi",
     "run_sync",
 ]
+
+
+class PassThrough:
+    """The least a pure ASGI middleware can do: await the app (the floor every
+    middleware is measured beside)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
 
 # How long the first-call check waits for an app before calling it broken.
 _CHECK_TIMEOUT = 10.0
