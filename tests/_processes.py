@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 
@@ -98,3 +100,28 @@ def wait_until_answering(
             pass
         assert time.monotonic() < deadline, f"no answer at {url}:\n{log.read_text()[-3000:]}"
         time.sleep(0.1)
+
+
+def reports_of_workers_started_together(
+    script: str, url: str, calls: int, count: int, cwd: Path | None = None
+) -> list[dict[str, Any]]:
+    """Run *script* in *count* Python processes (argv: *url*, a start time two seconds
+    from now, so that every one has imported what it needs first, and *calls*); each
+    prints one JSON report. Their reports, once all have exited with status 0."""
+    start_at = time.time() + 2.0
+    argv = [sys.executable, "-c", script, url, str(start_at), str(calls)]
+    workers = [
+        subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(count)
+    ]
+    reports = []
+    for worker in workers:
+        try:
+            out, err = worker.communicate(timeout=60)
+        finally:
+            if worker.poll() is None:  # pragma: no cover - only on a hung worker
+                worker.kill()
+                worker.wait()
+        assert worker.returncode == 0, err.decode()
+        reports.append(json.loads(out))
+    return reports

@@ -40,7 +40,7 @@ from typing import Any, Final, Literal
 import anyio
 import structlog
 
-from asgikit.answers import answer, decide
+from asgikit.answers import answer, decide, plain_text
 from asgikit.options import bounded_int, flag, number, renamed
 from asgikit.paths import PathMatcher
 from asgikit.types import ASGIApp, Message, Receive, Scope, Send
@@ -56,9 +56,9 @@ from .websocket import limit_messages
 
 __all__ = ["USAGE_KEY", "RateLimitMiddleware", "RuleSpec", "Usage"]
 
-_TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")
-_UNAVAILABLE_BODY: Final = b"Service Unavailable: the rate limit backend is unavailable.\n"
-_UNAVAILABLE_HEADERS: Final = (_TEXT, (b"content-length", b"%d" % len(_UNAVAILABLE_BODY)))
+_UNAVAILABLE: Final = plain_text(
+    503, "Service Unavailable: the rate limit backend is unavailable.\n"
+)
 # After these the process is going down: the store's connections can go.
 _LIFESPAN_END: Final = frozenset(
     {"lifespan.startup.failed", "lifespan.shutdown.complete", "lifespan.shutdown.failed"}
@@ -357,11 +357,9 @@ class RateLimitMiddleware:
         return await answer(scope, receive, send, 429, fields, body, close_code=_WS_CLOSE_TRY_AGAIN)
 
     async def _unavailable(self, scope: Scope, receive: Receive, send: Send) -> None:
-        fields = [*_UNAVAILABLE_HEADERS]
+        fields, body = _UNAVAILABLE
         decide(scope, "rate_limit_unavailable")
-        await answer(
-            scope, receive, send, 503, fields, _UNAVAILABLE_BODY, close_code=_WS_CLOSE_TRY_AGAIN
-        )
+        await answer(scope, receive, send, 503, [*fields], body, close_code=_WS_CLOSE_TRY_AGAIN)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the lifespan through; open the store at start-up, close it at shutdown."""

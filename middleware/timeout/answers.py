@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import anyio
 import structlog
 
+from asgikit.answers import plain_text
 from asgikit.types import Message, Scope
 
 from .routes import Limit
@@ -20,18 +21,14 @@ _log = structlog.get_logger("asgikit.timeout")
 
 def answer_messages(status: int, http_version: str) -> tuple[Message, Message]:
     """The middleware's own response: the status's phrase as plain text."""
+    close = status == 408 and http_version in ("1.0", "1.1")
+    # A client that stalls an upload does not get to reuse the connection. Not on HTTP/2
+    # and 3, where connection-specific fields are malformed.
     try:
-        body = HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        body = b"Timeout"
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode("ascii")),
-    ]
-    if status == 408 and http_version in ("1.0", "1.1"):
-        # A client that stalls an upload does not get to reuse the connection. Not on
-        # HTTP/2 and 3, where connection-specific fields are malformed.
-        headers.append((b"connection", b"close"))
+        text = HTTPStatus(status).phrase
+    except ValueError:  # a status_code without a phrase (599)
+        text = "Timeout"
+    headers, body = plain_text(status, text, [(b"connection", b"close")] if close else ())
     start = {"type": "http.response.start", "status": status, "headers": headers}
     return start, {"type": "http.response.body", "body": body}
 

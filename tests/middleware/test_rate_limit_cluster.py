@@ -8,10 +8,7 @@ tests do too.
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -28,6 +25,7 @@ from asgikit.middleware.rate_limit.cluster_store import ClusterStore, parse_clus
 from asgikit.middleware.rate_limit.store import Quota, StoreError
 from asgikit.testing import request
 from asgikit.types import ASGIApp
+from tests._processes import reports_of_workers_started_together
 from tests._redis_cluster import RedisCluster, needs_cluster, redis_cluster_fixture  # noqa: F401
 from tests.middleware.test_rate_limit import App, parse_sf_list
 
@@ -192,27 +190,7 @@ asyncio.run(main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3])))
 
 
 def run_workers(url: str, count: int, calls: int) -> list[dict[str, Any]]:
-    start_at = time.time() + 2.0  # after every worker has imported redis-py
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, url, str(start_at), str(calls)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for _ in range(count)
-    ]
-    reports = []
-    for worker in workers:
-        try:
-            out, err = worker.communicate(timeout=60)
-        finally:
-            if worker.poll() is None:  # pragma: no cover - only on a hung worker
-                worker.kill()
-                worker.wait()
-        assert worker.returncode == 0, err.decode()
-        reports.append(json.loads(out))
-    return reports
+    return reports_of_workers_started_together(WORKER, url, calls, count, cwd=ROOT)
 
 
 def test_two_processes_allow_exactly_what_one_allows(cluster: RedisCluster) -> None:

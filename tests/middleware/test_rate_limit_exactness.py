@@ -8,11 +8,7 @@ not fewer.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
-
+from tests._processes import reports_of_workers_started_together
 from tests._redis import RedisServer, needs_redis, redis_server_fixture  # noqa: F401
 
 WORKER = """
@@ -48,25 +44,7 @@ def test_two_processes_share_exactly_one_limit(redis_server: RedisServer) -> Non
     inspect.flushall()
     inspect.script_flush()  # both workers meet NOSCRIPT too
     inspect.close()
-    start_at = time.time() + 2.0  # after both have imported redis-py
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, redis_server.url, str(start_at), "200"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for _ in range(2)
-    ]
-    reports = []
-    for worker in workers:
-        try:
-            out, err = worker.communicate(timeout=60)
-        finally:
-            if worker.poll() is None:  # pragma: no cover - only on a hung worker
-                worker.kill()
-                worker.wait()
-        assert worker.returncode == 0, err.decode()
-        reports.append(json.loads(out))
+    reports = reports_of_workers_started_together(WORKER, redis_server.url, 200, count=2)
 
     assert sum(report["allowed"] for report in reports) == 100
     assert sum(report["denied"] for report in reports) == 300
